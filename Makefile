@@ -1,0 +1,37 @@
+# The README's two commands are `make demo` and `make test`; each does its own set-up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: setup control-plane compat demo test test-fast lint crds constraints clean
+
+setup:                ## virtual environment with every extra (pinned)
+	@bash hack/setup-venv.sh
+
+control-plane:        ## build/cache kube-apiserver, kcm, scheduler, kubectl, etcd, kwok, helm, kubeconform
+	@bash hack/build-control-plane.sh >/dev/null
+
+compat: setup         ## .venv-compat: vLLM's and upstream speculators' own code, for the compat tier
+	@bash hack/setup-compat-venv.sh
+
+demo:                 ## the main job: control plane + operator + examples, on this machine
+	@bash hack/demo.sh
+
+test:                 ## the whole suite: unit, cluster, slow and compat tiers
+	@bash hack/test.sh
+
+test-fast: setup      ## unit tests only (no control plane, no compat venv)
+	@$(PY) -m pytest -m "not cluster and not slow and not compat" -q
+
+lint: setup
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+crds: setup           ## regenerate crds/ from the pydantic models
+	@$(PY) -m speculators_operator.api.generate crds/
+
+constraints: setup    ## refresh requirements/constraints.txt from the current venv
+	@{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v -i '^speculators'; } > requirements/constraints.txt.new && mv requirements/constraints.txt.new requirements/constraints.txt
+
+clean:
+	rm -rf .work .pytest_cache
