@@ -1,0 +1,1 @@
+"""Proof that the test control plane is real: apiserver validation, controllers, scheduler, storage."""
