@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import KubeApi, pod, restricted_container
 from kubernetes.client.exceptions import (
     ApiException,
     ConflictException,
     ForbiddenException,
     UnprocessableEntityException,
 )
+
+from harness import KubeApi, pod, restricted_container
 
 MANIFESTS = Path(__file__).parent / "manifests"
 pytestmark = pytest.mark.cluster

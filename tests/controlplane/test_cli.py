@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from harness import KubeApi
 from kubecluster import BinariesNotFound, find_binaries
 from kubecluster.procs import load

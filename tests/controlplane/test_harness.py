@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from harness import KubeApi, wait_for
 
 ECHO_OPERATOR = Path(__file__).parent / "operators" / "echo.py"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from kubecluster import (
     BinariesNotFound,
     EmbeddedCluster,

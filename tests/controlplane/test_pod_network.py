@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+
 from harness import KubeApi, TestCluster, pod, restricted_container, wait_for
 
 pytestmark = pytest.mark.kwok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from harness import KubeApi, TestCluster, pod, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import KubeApi, TestCluster
 from kubernetes.client.exceptions import UnprocessableEntityException
+
+from harness import KubeApi, TestCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from harness import KubeApi, deployment, job, pod, restricted_container, wait_for
 
 pytestmark = pytest.mark.kwok

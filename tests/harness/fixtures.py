@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kubecluster import install_crds as _install_crds
 from kubecluster import load_manifests
 from kubecluster.wait import wait_for as _wait_for

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from kubecluster import manifests as ssa
 from kubecluster import new_api_client
-from kubernetes import client
 
 TEST_FIELD_MANAGER = "speculators-tests"
 
