@@ -1,0 +1,3 @@
+from speculators_operator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""`Speculator`: a verifier served by vLLM with a speculative-decoding draft, and its live acceptance."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from annotated_types import MaxLen
+from pydantic import Field
+
+from speculators_operator.api.base import DNS1035_LABEL, K8sModel, Quantity, cel, re2, rule, secret_name_field
+from speculators_operator.api.common import (
+    SOURCE_URI_RULE,
+    URI_MAX,
+    Condition,
+    EnvVar,
+    ModelSource,
+    PodMetadata,
+    PodSecurityOverrides,
+    ResourceRequirements,
+    Scheduling,
+    SecretRef,
+)
+
+Method = Literal["eagle3", "eagle", "peagle", "dflash", "dspark"]
+# Flags the operator renders itself; setting them in extraArgs would fight the rendered command line.
+MANAGED_VLLM_FLAGS = (
+    "--speculative-config",
+    "-sc",
+    "--port",
+    "--tensor-parallel-size",
+    "-tp",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "--served-model-name",
+    "--model",
+)
+
+
+class TrainingRef(K8sModel):
+    """A SpeculatorTraining in the same namespace whose output is the draft."""
+
+    name: str = secret_name_field("Name of the SpeculatorTraining in the same namespace.")
+
+
+class DraftSource(K8sModel):
+    """The draft (speculator) model: a source URI, or the output of a SpeculatorTraining."""
+
+    __cel__ = (
+        rule("has(self.uri) != has(self.trainingRef)", "draft needs exactly one of uri or trainingRef"),
+        rule(
+            "!has(self.trainingRef) || (!has(self.revision) && !has(self.secretRef))",
+            "revision and secretRef apply only to a draft uri, not to trainingRef",
+        ),
+        rule(
+            "!has(self.revision) || (has(self.uri) && self.uri.startsWith('hf://'))",
+            "revision applies only to hf:// sources",
+        ),
+    )
+
+    uri: str | None = Field(
+        default=None,
+        description="Draft (speculators format): hf://org/name, s3://bucket/prefix or pvc://claim/path.",
+        max_length=URI_MAX,
+        json_schema_extra=cel(SOURCE_URI_RULE),
+    )
+    revision: str | None = Field(
+        default=None, description="Hub revision of the draft; hf:// only.", max_length=255
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None, description="Secret with HF_TOKEN (hf://) or AWS_* keys (s3://), loaded with envFrom."
+    )
+    training_ref: TrainingRef | None = Field(
+        default=None,
+        description="Serve this SpeculatorTraining's output; waits until the training succeeds.",
+    )
+
+
+class VllmSpec(K8sModel):
+    """How vLLM runs: `vllm serve <verifier> --speculative-config '{...}'` plus these settings."""
+
+    image: str | None = Field(
+        default=None,
+        description="vLLM image (default: the operator's pinned vllm/vllm-openai).",
+        max_length=512,
+    )
+    extra_args: list[Annotated[str, MaxLen(512)]] = Field(
+        default_factory=list,
+        description='Extra `vllm serve` arguments after the rendered ones, e.g. ["--enable-prefix-caching"].',
+        max_length=64,
+        json_schema_extra=cel(
+            rule(
+                "self.all(a, "
+                + " && ".join(f"a != '{f}' && !a.startsWith('{f}=')" for f in MANAGED_VLLM_FLAGS)
+                + ")",
+                "extraArgs may not set "
+                + ", ".join(MANAGED_VLLM_FLAGS)
+                + ": use the Speculator's own fields",
+            )
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables of the vLLM container.", max_length=64
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        description="GPUs per replica for tensor parallelism (--tensor-parallel-size).",
+        ge=1,
+        le=64,
+    )
+    max_model_len: int | None = Field(
+        default=None, description="Maximum context length (--max-model-len).", ge=1, le=16777216
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        description="Fraction of GPU memory vLLM may use (--gpu-memory-utilization).",
+        gt=0,
+        le=1,
+    )
+    port: int = Field(
+        default=8000, description="Container port of the OpenAI API and /metrics.", ge=1024, le=65535
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        description="Model name clients send (default: the verifier's hub id, else the Speculator's name).",
+        max_length=256,
+    )
+
+
+class ServiceSpec(K8sModel):
+    """The Service in front of the vLLM pods."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type."
+    )
+    port: int = Field(default=8000, description="Service port.", ge=1, le=65535)
+    annotations: dict[str, str] | None = Field(default=None, description="Annotations of the Service.")
+
+
+class CacheSpec(K8sModel):
+    """Where the init container downloads verifier and draft (/models). Default: an emptyDir per pod."""
+
+    __cel__ = (
+        rule(
+            "!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))",
+            "size and storageClassName apply to a cache claim the operator creates; remove them or claimName",
+        ),
+    )
+
+    size: Quantity | None = Field(
+        default=None,
+        description="Create PVC <name>-cache of this size (ReadWriteMany when replicas > 1).",
+        json_schema_extra=cel(rule("isQuantity(string(self))", "size must be a quantity such as 200Gi")),
+    )
+    claim_name: str | None = Field(
+        default=None, description="Use this existing PVC as the model cache.", max_length=253
+    )
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of the created cache claim.", max_length=253
+    )
+
+
+class MetricsSpec(K8sModel):
+    """Live acceptance metrics, scraped from vLLM's /metrics or read from Prometheus."""
+
+    __cel__ = (
+        rule(
+            "self.source != 'prometheus' || has(self.prometheusUrl)",
+            "metrics.source prometheus needs metrics.prometheusUrl",
+        ),
+        rule(
+            "self.windowSeconds >= self.intervalSeconds",
+            "metrics.windowSeconds must be at least metrics.intervalSeconds",
+        ),
+    )
+
+    enabled: bool = Field(default=True, description="Scrape acceptance metrics into status.acceptance.")
+    interval_seconds: int = Field(default=30, description="Seconds between scrapes.", ge=2, le=3600)
+    window_seconds: int = Field(
+        default=300, description="Sliding window the acceptance numbers cover, in seconds.", ge=2, le=86400
+    )
+    source: Literal["pods", "prometheus"] = Field(
+        default="pods",
+        description="pods: scrape each ready vLLM pod; prometheus: query prometheusUrl (large fleets).",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090.",
+        max_length=1024,
+        json_schema_extra=cel(rule("self.matches(r'^https?://.+')", "prometheusUrl must be an http(s) URL")),
+    )
+
+
+class ServingSpec(K8sModel):
+    """Everything about serving but the verifier and draft (shared with SpeculatorTraining.spec.deploy)."""
+
+    method: Method | None = Field(
+        default=None,
+        description="Speculative method passed to vLLM (default: read from the draft's config).",
+    )
+    num_speculative_tokens: int | None = Field(
+        default=None,
+        description="Draft tokens proposed per step, k (default: read from the draft's config).",
+        ge=1,
+        le=16,
+    )
+    backend: Literal["deployment", "kserve"] = Field(
+        default="deployment", description="deployment: a Deployment + Service; kserve: not supported yet."
+    )
+    vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings.")
+    replicas: int = Field(
+        default=1, description="Number of vLLM replicas (scale subresource).", ge=0, le=1024
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="vLLM container resources (default: nvidia.com/gpu limit = vllm.tensorParallelSize).",
+    )
+    scheduling: Scheduling | None = Field(
+        default=None, description="Node selection and priority of the pods."
+    )
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of vLLM.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Model cache volume mounted at /models.")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Acceptance metrics in status.")
+    startup_timeout_seconds: int = Field(
+        default=1800,
+        description="How long vLLM may take to load the models before the startup probe restarts it.",
+        ge=60,
+        le=86400,
+    )
+    pod_metadata: PodMetadata | None = Field(default=None, description="Labels and annotations for the pods.")
+    security_context: PodSecurityOverrides | None = Field(
+        default=None, description="Fixed UID/GID, only for root-based images on vanilla clusters."
+    )
+
+
+class SpeculatorSpec(ServingSpec):
+    """Desired state of a Speculator."""
+
+    verifier: ModelSource = Field(description="The verifier (target) model vLLM serves.")
+    draft: DraftSource = Field(description="The draft (speculator) model: a source URI or a trainingRef.")
+
+
+class DraftStatus(K8sModel):
+    """The draft actually deployed."""
+
+    uri: str | None = Field(
+        default=None, description="Draft URI (from spec.draft.uri or the training's output)."
+    )
+    revision: str | None = Field(default=None, description="Hub revision, when set.")
+    method: str | None = Field(default=None, description="Speculative method passed to vLLM.")
+    num_speculative_tokens: int | None = Field(default=None, description="k passed to vLLM.")
+
+
+class Acceptance(K8sModel):
+    """Speculative-decoding acceptance over the sliding window, summed over ready pods."""
+
+    acceptance_rate: float | None = Field(default=None, description="Accepted / draft tokens (0-1).")
+    mean_acceptance_length: float | None = Field(
+        default=None, description="1 + accepted tokens / drafts: tokens produced per verifier step."
+    )
+    per_position: list[float] = Field(
+        default_factory=list, description="Acceptance rate of draft position i (accepted at i / drafts)."
+    )
+    drafts: int = Field(default=0, description="Drafts proposed in the window.")
+    draft_tokens: int = Field(default=0, description="Draft tokens proposed in the window.")
+    accepted_tokens: int = Field(default=0, description="Draft tokens accepted in the window.")
+    window_seconds: int = Field(default=0, description="Length of the window, in seconds.")
+    pods: int = Field(default=0, description="Pods that contributed to the window.")
+    source: str | None = Field(default=None, description="pods or prometheus.")
+    last_scrape_time: str | None = Field(
+        default=None,
+        description="Time of the scrape that produced these values (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class SpeculatorStatus(K8sModel):
+    """Observed state of a Speculator."""
+
+    observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
+    phase: str | None = Field(
+        default=None,
+        description="Pending, WaitingForTraining, ResolvingDraft, Deploying, Running or Failed.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable and Ready (aggregate).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the OpenAI-compatible API.")
+    replicas: int | None = Field(default=None, description="Pods of the vLLM Deployment.")
+    ready_replicas: int | None = Field(default=None, description="Ready vLLM pods.")
+    updated_replicas: int | None = Field(default=None, description="vLLM pods running the current spec.")
+    selector: str | None = Field(default=None, description="Label selector of the pods (scale subresource).")
+    draft: DraftStatus | None = Field(default=None, description="The draft and settings actually served.")
+    acceptance: Acceptance | None = Field(default=None, description="Live acceptance metrics.")
+
+
+class Speculator(K8sModel):
+    """A verifier served by vLLM with a speculative-decoding draft; acceptance shows in status."""
+
+    __cel__ = (
+        rule(
+            f"self.metadata.name.size() <= 55 && self.metadata.name.matches({re2(DNS1035_LABEL)})",
+            "metadata.name must start with a letter, use lowercase letters, digits and '-', and be at most "
+            "55 characters (children append -resolve; Service names are DNS-1035 labels)",
+            field_path=".metadata",
+        ),
+    )
+
+    api_version: str = Field(default="speculators.ai/v1alpha1", description="APIVersion of the object.")
+    kind: str = Field(default="Speculator", description="Kind of the object.")
+    metadata: dict = Field(default_factory=dict, description="Standard object metadata.")
+    spec: SpeculatorSpec = Field(description="Desired state.")
+    status: SpeculatorStatus | None = Field(default=None, description="Observed state.")

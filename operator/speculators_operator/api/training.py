@@ -1,0 +1,417 @@
+"""`SpeculatorTraining`: data preparation, hidden-state generation, training and evaluation as GPU Jobs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from speculators_operator.api.base import (
+    DNS1035_LABEL,
+    K8sModel,
+    Quantity,
+    cel,
+    re2,
+    rule,
+)
+from speculators_operator.api.common import (
+    DATASET_URI_RULE,
+    URI_MAX,
+    Condition,
+    LocalObjectReference,
+    ModelSource,
+    PodMetadata,
+    ResourceRequirements,
+    Scheduling,
+    SecretRef,
+)
+from speculators_operator.api.speculator import ServingSpec
+
+S3_PREFIX_RULE = rule(
+    "self.matches(r'^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$')", "must be s3://bucket/prefix"
+)
+HUB_REPO_RULE = rule(
+    "self.matches(r'^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')",
+    "must be a Hugging Face repo id org/name",
+)
+
+
+class Dataset(K8sModel):
+    """One training dataset."""
+
+    uri: str = Field(
+        description=(
+            "hf://org/name[?config=name] (Hub dataset), s3://bucket/prefix or pvc://claim/path "
+            "(.json/.jsonl file or a datasets save_to_disk directory)."
+        ),
+        max_length=URI_MAX,
+        json_schema_extra=cel(DATASET_URI_RULE),
+    )
+    split: str | None = Field(
+        default=None, description="Dataset split for hf:// datasets, e.g. train.", max_length=128
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with HF_TOKEN (gated hf://) or AWS_* keys (s3://), loaded with envFrom.",
+    )
+
+
+class DataSpec(K8sModel):
+    """How the training data is prepared (speculators prepare-data)."""
+
+    __cel__ = (
+        rule(
+            "!has(self.regenerateEndpoint) || self.regenerateResponses",
+            "data.regenerateEndpoint needs data.regenerateResponses: true",
+        ),
+    )
+
+    datasets: list[Dataset] = Field(description="Conversations to train on.", min_length=1, max_length=32)
+    max_samples: int | None = Field(default=None, description="Use at most this many samples.", ge=1)
+    max_length: int = Field(default=2048, description="Maximum tokens per sample.", ge=16, le=1048576)
+    regenerate_responses: bool = Field(
+        default=False,
+        description="Regenerate assistant turns with the verifier, so the draft learns its outputs.",
+    )
+    regenerate_endpoint: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint serving the verifier for regeneration.",
+        max_length=1024,
+        json_schema_extra=cel(
+            rule("self.matches(r'^https?://.+')", "regenerateEndpoint must be an http(s) URL")
+        ),
+    )
+    reasoning: Literal["keep", "strip"] = Field(
+        default="keep", description="Keep or strip reasoning (<think>) text."
+    )
+    holdout_fraction: float = Field(
+        default=0.05, description="Fraction of samples held out for evaluation.", ge=0, le=0.5
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the prepare Job (default: 4 CPUs, 16Gi memory)."
+    )
+
+
+class DatagenSpec(K8sModel):
+    """Hidden-state generation (offline training only): an Indexed Job, one pod per shard."""
+
+    shards: int = Field(default=1, description="Number of shards, i.e. parallel datagen pods.", ge=1, le=1024)
+    layer_ids: list[int] | None = Field(
+        default=None,
+        description="Verifier layers whose hidden states feed the draft (default: [2, n/2, n-3]).",
+        min_length=1,
+        max_length=16,
+    )
+    dtype: Literal["bfloat16", "float8"] = Field(default="bfloat16", description="Stored hidden-state dtype.")
+    resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(limits={"nvidia.com/gpu": 1}),
+        description="Resources of each datagen pod.",
+    )
+
+
+class TrainingParams(K8sModel):
+    """The draft model and its training run (speculators train)."""
+
+    __cel__ = (
+        rule(
+            "!self.fsdp || self.nodes * self.gpusPerNode > 1",
+            "training.fsdp needs more than one GPU (nodes x gpusPerNode > 1)",
+        ),
+    )
+
+    mode: Literal["offline", "online"] = Field(
+        default="offline",
+        description="offline: hidden states precomputed by datagen; online: computed while training.",
+    )
+    epochs: int = Field(default=20, description="Training epochs.", ge=1, le=10000)
+    learning_rate: float = Field(default=1e-4, description="Peak learning rate.", gt=0, le=1)
+    scheduler: Literal["cosine", "linear"] = Field(default="cosine", description="Learning-rate schedule.")
+    warmup_steps: int = Field(default=0, description="Linear warm-up steps.", ge=0)
+    ttt_steps: int = Field(
+        default=3, description="Train-time-test depth (draft steps unrolled in training).", ge=1, le=16
+    )
+    loss: Literal["kl", "ce"] = Field(
+        default="kl", description="kl: distil the verifier's distribution; ce: its tokens."
+    )
+    draft_vocab_size: int | None = Field(
+        default=None,
+        description="Draft vocabulary size (most frequent tokens; default: the verifier's).",
+        ge=1,
+    )
+    num_layers: int = Field(default=1, description="Decoder layers of the draft.", ge=1, le=16)
+    num_speculative_tokens: int = Field(
+        default=3, description="k written into the draft's config and used for evaluation.", ge=1, le=16
+    )
+    nodes: int = Field(default=1, description="Nodes; >1 runs an Indexed Job with torchrun.", ge=1, le=128)
+    gpus_per_node: int = Field(
+        default=1, description="GPUs per node (torchrun processes per node).", ge=1, le=16
+    )
+    checkpoint_every_steps: int | None = Field(
+        default=None, description="Checkpoint interval in steps.", ge=1
+    )
+    seed: int = Field(default=42, description="Random seed.", ge=0)
+    fsdp: bool = Field(default=False, description="Shard the model with FSDP (multi-GPU).")
+    max_retries: int = Field(
+        default=3,
+        description="Pod retries of the training Job; each retry resumes from the last checkpoint.",
+        ge=0,
+        le=100,
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Resources of each training pod (default: limits nvidia.com/gpu = gpusPerNode).",
+    )
+
+
+class EvaluationSpec(K8sModel):
+    """Offline evaluation of the trained draft on held-out data (speculators eval)."""
+
+    max_samples: int = Field(default=200, description="Held-out samples to evaluate.", ge=1)
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the eval Job (default: limits nvidia.com/gpu = 1)."
+    )
+
+
+class PvcOutput(K8sModel):
+    """The workspace and final model: a PVC the operator creates (<name>-workspace), or an existing claim."""
+
+    __cel__ = (
+        rule(
+            "!has(self.claimName) || !has(self.storageClassName)",
+            "output.pvc.storageClassName applies to a claim the operator creates; remove it or claimName",
+        ),
+    )
+
+    claim_name: str | None = Field(
+        default=None,
+        description="Use this existing PVC instead of creating <name>-workspace.",
+        max_length=253,
+    )
+    size: Quantity = Field(
+        default="200Gi",
+        description="Size of the created claim (ignored with claimName).",
+        json_schema_extra=cel(rule("isQuantity(string(self))", "size must be a quantity such as 200Gi")),
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        description="StorageClass of the created claim (default: the cluster default).",
+        max_length=253,
+    )
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+        default="ReadWriteOnce",
+        description="Access mode of the created claim; ReadWriteMany when pods of a step span several nodes.",
+    )
+
+
+class S3Output(K8sModel):
+    """Publish the final model to S3."""
+
+    uri: str = Field(
+        description="s3://bucket/prefix to upload the model to.",
+        max_length=URI_MAX,
+        json_schema_extra=cel(S3_PREFIX_RULE),
+    )
+    secret_ref: SecretRef = Field(
+        description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (envFrom)."
+    )
+
+
+class HubOutput(K8sModel):
+    """Push the final model to the Hugging Face Hub."""
+
+    repo: str = Field(
+        description="Hub repo id org/name.", max_length=256, json_schema_extra=cel(HUB_REPO_RULE)
+    )
+    private: bool = Field(default=True, description="Create the repo as private.")
+    secret_ref: SecretRef = Field(description="Secret with HF_TOKEN (write access), loaded with envFrom.")
+
+
+class OutputSpec(K8sModel):
+    """Where the workspace and model live, and where the model is published."""
+
+    pvc: PvcOutput = Field(
+        default_factory=PvcOutput,
+        description="Workspace claim; the model lands at pvc://<claim>/<name>/model.",
+    )
+    s3: S3Output | None = Field(default=None, description="Also upload the model to S3 (Publishing phase).")
+    hub: HubOutput | None = Field(
+        default=None, description="Also push the model to the Hub (Publishing phase)."
+    )
+
+
+class ImageSpec(K8sModel):
+    """Container images of the Jobs."""
+
+    runtime: str | None = Field(
+        default=None,
+        description="Image running the speculators CLI (default: the operator's pinned runtime).",
+        max_length=512,
+    )
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy."
+    )
+    pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, description="imagePullSecrets of the pods.", max_length=16
+    )
+
+
+class DeploySpec(ServingSpec):
+    """A Speculator created when training succeeds: verifier from this training, draft = its output."""
+
+    name: str | None = Field(
+        default=None,
+        description="Name of the Speculator (default: the training's name).",
+        max_length=55,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1035_LABEL)})",
+                "deploy.name must be a DNS-1035 label (start with a letter)",
+            )
+        ),
+    )
+
+
+class SpeculatorTrainingSpec(K8sModel):
+    """Desired state of a SpeculatorTraining."""
+
+    verifier: ModelSource = Field(description="The verifier (target) model the draft learns to predict.")
+    algorithm: Literal["eagle3", "eagle"] = Field(default="eagle3", description="Draft architecture.")
+    data: DataSpec = Field(description="Training data.")
+    datagen: DatagenSpec = Field(
+        default_factory=DatagenSpec, description="Hidden-state generation (offline mode)."
+    )
+    training: TrainingParams = Field(default_factory=TrainingParams, description="Training run.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="Evaluation of the trained draft."
+    )
+    output: OutputSpec = Field(
+        default_factory=OutputSpec, description="Workspace, model and publishing targets."
+    )
+    image: ImageSpec = Field(default_factory=ImageSpec, description="Container images.")
+    scheduling: Scheduling | None = Field(
+        default=None, description="Node selection and priority of every pod."
+    )
+    pod_metadata: PodMetadata | None = Field(
+        default=None, description="Labels and annotations for every pod."
+    )
+    deploy: DeploySpec | None = Field(
+        default=None, description="Create a Speculator serving the trained draft when training succeeds."
+    )
+
+
+class StepStatus(K8sModel):
+    """One pipeline step and its Job."""
+
+    name: str = Field(description="prepare, datagen, train, eval or publish.")
+    job_name: str | None = Field(default=None, description="The step's Job.")
+    state: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(description="State of the step.")
+    hash: str | None = Field(
+        default=None, description="Hash of the step's inputs; a new hash re-runs the step."
+    )
+    attempts: int = Field(default=0, description="Pods started for this step (retries + 1).")
+    start_time: str | None = Field(
+        default=None, description="When the Job started.", json_schema_extra={"format": "date-time"}
+    )
+    completion_time: str | None = Field(
+        default=None, description="When the step finished.", json_schema_extra={"format": "date-time"}
+    )
+    message: str | None = Field(default=None, description="Summary or failure message of the step.")
+
+
+class Progress(K8sModel):
+    """How far the pipeline is."""
+
+    percent: int = Field(default=0, description="Overall progress, 0-100.", ge=0, le=100)
+    completed_shards: int | None = Field(default=None, description="Datagen shards done.")
+    total_shards: int | None = Field(default=None, description="Datagen shards in total.")
+
+
+class TrainingMetrics(K8sModel):
+    """The trainer's final metrics (from its summary)."""
+
+    loss: float | None = Field(default=None, description="Final training loss.")
+    accuracy: list[float] = Field(default_factory=list, description="Per-TTT-step (draft position) accuracy.")
+    estimated_acceptance_length: float | None = Field(
+        default=None, description="Acceptance length estimated from the accuracies."
+    )
+    tokens_per_second: float | None = Field(default=None, description="Training throughput.")
+
+
+class EvaluationStatus(K8sModel):
+    """Offline speculative decoding results on held-out data."""
+
+    num_speculative_tokens: int | None = Field(default=None, description="k evaluated.")
+    mean_acceptance_length: float | None = Field(default=None, description="Mean tokens per verifier step.")
+    per_position_acceptance: list[float] = Field(
+        default_factory=list, description="Acceptance rate per position."
+    )
+    expected_speedup: float | None = Field(default=None, description="Speed-up estimated by the cost model.")
+
+
+class TrainingOutput(K8sModel):
+    """The trained draft."""
+
+    uri: str | None = Field(default=None, description="pvc://<claim>/<name>/model.")
+    method: str | None = Field(default=None, description="vLLM speculative method of the draft.")
+    num_speculative_tokens: int | None = Field(default=None, description="k of the draft.")
+    s3_uri: str | None = Field(default=None, description="Where the model was uploaded.")
+    hub_repo: str | None = Field(default=None, description="Hub repo the model was pushed to.")
+
+
+class SpeculatorRef(K8sModel):
+    """The Speculator created by spec.deploy."""
+
+    name: str = Field(description="Name of the Speculator.")
+
+
+class SpeculatorTrainingStatus(K8sModel):
+    """Observed state of a SpeculatorTraining."""
+
+    observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
+    phase: str | None = Field(
+        default=None,
+        description=(
+            "Pending, PreparingData, GeneratingHiddenStates, Training, Evaluating, Publishing, "
+            "Succeeded or Failed."
+        ),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="DataPrepared, HiddenStatesGenerated, Trained, Evaluated, Published, Deployed and Ready.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    steps: list[StepStatus] = Field(default_factory=list, description="Pipeline steps, in order.")
+    progress: Progress | None = Field(default=None, description="Overall progress.")
+    metrics: TrainingMetrics | None = Field(default=None, description="Trainer metrics.")
+    evaluation: EvaluationStatus | None = Field(default=None, description="Evaluation results.")
+    output: TrainingOutput | None = Field(default=None, description="The trained draft.")
+    speculator_ref: SpeculatorRef | None = Field(
+        default=None, description="Speculator created by spec.deploy."
+    )
+    start_time: str | None = Field(
+        default=None, description="When the first Job started.", json_schema_extra={"format": "date-time"}
+    )
+    completion_time: str | None = Field(
+        default=None,
+        description="When the training succeeded or failed.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class SpeculatorTraining(K8sModel):
+    """Trains a speculative-decoding draft for a verifier: prepare data, hidden states, train, evaluate."""
+
+    __cel__ = (
+        rule(
+            f"self.metadata.name.size() <= 55 && self.metadata.name.matches({re2(DNS1035_LABEL)})",
+            "metadata.name must start with a letter, use lowercase letters, digits and '-', and be at most "
+            "55 characters (Jobs append -datagen; Job names are label values of at most 63)",
+            field_path=".metadata",
+        ),
+    )
+
+    api_version: str = Field(default="speculators.ai/v1alpha1", description="APIVersion of the object.")
+    kind: str = Field(default="SpeculatorTraining", description="Kind of the object.")
+    metadata: dict = Field(default_factory=dict, description="Standard object metadata.")
+    spec: SpeculatorTrainingSpec = Field(description="Desired state.")
+    status: SpeculatorTrainingStatus | None = Field(default=None, description="Observed state.")

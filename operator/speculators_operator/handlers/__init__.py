@@ -1,0 +1,1 @@
+"""Kopf handlers and the loops; importing `kopf_handlers` registers the handlers with Kopf."""

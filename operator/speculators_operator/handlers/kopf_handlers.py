@@ -1,0 +1,151 @@
+"""Kopf wiring: every handler only routes to the one reconcile of the owning object.
+
+- create/update/resume of a CR: reconcile now (Kopf retries failures, progress under speculators.ai/*);
+- watch events of the CRs: keep the registry for the periodic loops; wake dependents;
+- watch events of our Jobs, Pods and Deployments (server-side label selector): wake their owner.
+No delete handlers, timers or daemons: ownerReferences + garbage collection delete the children, and
+nothing here needs a finalizer, so deletion never waits for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from speculators_operator import constants as c
+from speculators_operator.handlers.reconcile import Reconciler
+from speculators_operator.handlers.registry import Registry
+from speculators_operator.handlers.runner import KeyedRunner
+from speculators_operator.metrics.store import MetricsStore
+
+log = logging.getLogger(__name__)
+OURS = f"{c.LABEL_MANAGED_BY}={c.OPERATOR_NAME}"
+
+
+@dataclass
+class OperatorContext:
+    """Shared by handlers (through Kopf's memo) and the periodic loops."""
+
+    reconciler: Reconciler
+    runner: KeyedRunner
+    registry: Registry
+    store: MetricsStore
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """Kopf's bookkeeping under our own prefix and finalizer name; watch only our children."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = c.FINALIZER
+    # We post our own Events on transitions; Kopf's are limited to handler failures.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    for group, plural in (("batch", "jobs"), ("", "pods"), ("apps", "deployments")):
+        key = (group, plural) if group else plural
+        settings.watching.label_selectors[key] = OURS
+
+
+@kopf.on.startup()
+def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure_settings(settings)
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: Any, **_: Any) -> None:
+    # Kopf handles SIGTERM itself; tell our loops (and Kopf's own waiter on the stop flag) to finish, or
+    # Kopf would wait for them as "hung" tasks.
+    ctx: OperatorContext = memo.ctx
+    ctx.stop.set()
+
+
+@kopf.on.probe(id="tracked")
+def _probe(memo: Any, **_: Any) -> dict[str, int]:
+    ctx: OperatorContext = memo.ctx
+    return {kind: len(ctx.registry.items(kind)) for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND)}
+
+
+async def _reconcile_now(memo: Any, kind: str, namespace: str, name: str) -> None:
+    ctx: OperatorContext = memo.ctx
+    try:
+        await ctx.runner.run_now((kind, namespace, name))
+    except Exception as exc:
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
+
+
+@kopf.on.resume(c.GROUP, c.VERSION, c.TRAINING_PLURAL, id="reconcile")
+@kopf.on.create(c.GROUP, c.VERSION, c.TRAINING_PLURAL, id="reconcile")
+@kopf.on.update(c.GROUP, c.VERSION, c.TRAINING_PLURAL, id="reconcile")
+async def training_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    await _reconcile_now(memo, c.TRAINING_KIND, namespace, name)
+
+
+@kopf.on.resume(c.GROUP, c.VERSION, c.SPECULATOR_PLURAL, id="reconcile")
+@kopf.on.create(c.GROUP, c.VERSION, c.SPECULATOR_PLURAL, id="reconcile")
+@kopf.on.update(c.GROUP, c.VERSION, c.SPECULATOR_PLURAL, id="reconcile")
+async def speculator_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    await _reconcile_now(memo, c.SPECULATOR_KIND, namespace, name)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_PLURAL)
+async def training_event(
+    event: dict[str, Any], body: Any, name: str, namespace: str, memo: Any, **_: Any
+) -> None:
+    ctx: OperatorContext = memo.ctx
+    if event.get("type") == "DELETED":
+        ctx.registry.remove(c.TRAINING_KIND, namespace, name)
+        ctx.runner.forget((c.TRAINING_KIND, namespace, name))
+    else:
+        ctx.registry.upsert(c.TRAINING_KIND, dict(body))
+    # A training's status drives the Speculators that reference it.
+    for speculator in ctx.registry.speculators_of_training(namespace, name):
+        ctx.runner.trigger((c.SPECULATOR_KIND, namespace, speculator))
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.SPECULATOR_PLURAL)
+async def speculator_event(
+    event: dict[str, Any], body: Any, name: str, namespace: str, labels: Any, memo: Any, **_: Any
+) -> None:
+    ctx: OperatorContext = memo.ctx
+    if event.get("type") == "DELETED":
+        ctx.registry.remove(c.SPECULATOR_KIND, namespace, name)
+        ctx.runner.forget((c.SPECULATOR_KIND, namespace, name))
+        ctx.store.forget((namespace, name))
+    else:
+        ctx.registry.upsert(c.SPECULATOR_KIND, dict(body))
+    # A Speculator created by spec.deploy reports back into its training's Deployed condition.
+    owner = (labels or {}).get(c.LABEL_TRAINING)
+    if owner:
+        ctx.runner.trigger((c.TRAINING_KIND, namespace, owner))
+
+
+def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:
+    ctx: OperatorContext = memo.ctx
+    labels = labels or {}
+    if labels.get(c.LABEL_TRAINING):
+        ctx.runner.trigger((c.TRAINING_KIND, namespace, labels[c.LABEL_TRAINING]))
+    if labels.get(c.LABEL_SPECULATOR):
+        ctx.runner.trigger((c.SPECULATOR_KIND, namespace, labels[c.LABEL_SPECULATOR]))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def job_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def deployment_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def pod_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)

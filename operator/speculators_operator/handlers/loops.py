@@ -1,0 +1,146 @@
+"""Periodic work without finalizers: acceptance scrapes per Speculator, and a slow resync of everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from speculators_operator import constants as c
+from speculators_operator import opmetrics
+from speculators_operator.api.speculator import MetricsSpec
+from speculators_operator.handlers.peering import PeeringGate
+from speculators_operator.handlers.registry import Registry
+from speculators_operator.handlers.runner import KeyedRunner
+from speculators_operator.kube import Kube
+from speculators_operator.metrics import prometheus, scraper
+from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.render.speculator import SpeculatorContext
+
+log = logging.getLogger(__name__)
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True when `stop` was set meanwhile.
+
+    asyncio.timeout rather than wait_for: wait_for spawns a task per call, which Kopf's shutdown would
+    count as a hung task and wait 5 s for.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
+class MetricsLoop:
+    """Every tick, scrape the Speculators whose interval has passed (each at most once at a time)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: MetricsStore,
+        kube: Kube,
+        runner: KeyedRunner,
+        gate: PeeringGate | None = None,
+        tick: float = 1.0,
+    ) -> None:
+        self.gate = gate
+        self.registry = registry
+        self.store = store
+        self.kube = kube
+        self.runner = runner
+        self.tick = tick
+        self._due: dict[tuple[str, str], float] = {}
+        self._busy: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._tick()
+            except Exception:  # the loop must outlive any one bad round (API hiccup, odd object)
+                log.exception("metrics loop round failed")
+            await sleep_unless(stop, self.tick)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _tick(self) -> None:
+        if self.gate is not None and not await asyncio.to_thread(self.gate.active):
+            return  # another replica is active (Kopf paused this one too)
+        now = time.monotonic()
+        seen = set()
+        for key, body in self.registry.items(c.SPECULATOR_KIND):
+            seen.add(key)
+            spec = MetricsSpec.model_validate(((body.get("spec") or {}).get("metrics")) or {})
+            if not spec.enabled or key in self._busy or now < self._due.get(key, 0.0):
+                continue
+            self._due[key] = now + spec.interval_seconds
+            self._busy.add(key)
+            task = asyncio.create_task(self._scrape(key, body, spec), name=f"scrape {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        for key in set(self._due) - seen:
+            self._due.pop(key, None)
+            self.store.forget(key)
+
+    async def _scrape(self, key: tuple[str, str], body: dict[str, Any], spec: MetricsSpec) -> None:
+        ns, name = key
+        try:
+            ctx = SpeculatorContext.of(body)
+            opmetrics.SCRAPES.labels(ns, name).inc()
+            if spec.source == "prometheus" and spec.prometheus_url:
+                try:
+                    delta, pods = await prometheus.query_acceptance(
+                        spec.prometheus_url, ns, ctx.deployment_name, spec.window_seconds
+                    )
+                    state = self.store.record_query(key, spec.window_seconds, delta, pods, time.time())
+                except prometheus.PrometheusError as exc:
+                    state = self.store.record_query(key, spec.window_seconds, None, 0, time.time(), str(exc))
+            else:
+                pods = await asyncio.to_thread(
+                    self.kube.list,
+                    "Pod",
+                    ns,
+                    {
+                        c.LABEL_SPECULATOR: name,
+                        c.LABEL_COMPONENT: "vllm",
+                        c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
+                    },
+                )
+                targets = scraper.targets(pods, ctx.spec.vllm.port)
+                results = await scraper.scrape(targets, model_name=None)
+                state = self.store.record_scrape(key, spec.window_seconds, results, time.time())
+            if state.errors:
+                opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
+                log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))
+            self.runner.trigger((c.SPECULATOR_KIND, ns, name))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scraping %s/%s failed", ns, name)
+        finally:
+            self._busy.discard(key)
+
+
+async def resync_loop(
+    registry: Registry,
+    runner: KeyedRunner,
+    interval: float,
+    stop: asyncio.Event,
+    gate: PeeringGate | None = None,
+) -> None:
+    """Reconcile everything every `interval` seconds: catches whatever no event announced."""
+    while not stop.is_set():
+        if await sleep_unless(stop, interval):
+            return
+        try:
+            if gate is not None and not await asyncio.to_thread(gate.active):
+                continue
+        except Exception:
+            log.exception("peering check failed")
+            continue
+        for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND):
+            for (ns, name), _ in registry.items(kind):
+                runner.trigger((kind, ns, name))

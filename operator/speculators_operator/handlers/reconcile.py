@@ -1,0 +1,171 @@
+"""The level-triggered reconcile of each kind: observe -> derive (pure) -> apply -> write status.
+
+It reads everything it decides on from the API server (never from memory, except the acceptance window
+the scrapes built), so running it twice in a row changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from speculators_operator import constants as c
+from speculators_operator import opmetrics
+from speculators_operator.kube import Kube, KubeError
+from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.render import training as render_training
+from speculators_operator.render.common import Images
+from speculators_operator.status.patch import merge_patch
+from speculators_operator.status.plan import Plan
+from speculators_operator.status.speculator import SpeculatorObserved, derive_speculator
+from speculators_operator.status.training import TrainingObserved, derive_training
+
+log = logging.getLogger(__name__)
+
+
+def _owned_by(obj: dict[str, Any] | None, owner: dict[str, Any]) -> bool:
+    """Ours: controlled by this very object (same uid), not by a deleted namesake being collected."""
+    if obj is None:
+        return False
+    uid = owner["metadata"]["uid"]
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in obj["metadata"].get("ownerReferences") or []
+    )
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, store: MetricsStore, images: Images | None = None) -> None:
+        self.kube = kube
+        self.store = store
+        self.images = images or Images()
+        self._last_error: dict[tuple[str, str, str], str] = {}
+
+    def __call__(self, kind: str, namespace: str, name: str) -> None:
+        started = time.monotonic()
+        opmetrics.RECONCILES.labels(kind).inc()
+        try:
+            if kind == c.TRAINING_KIND:
+                self.reconcile_training(namespace, name)
+            elif kind == c.SPECULATOR_KIND:
+                self.reconcile_speculator(namespace, name)
+            else:
+                raise ValueError(f"unknown kind {kind!r}")
+            self._last_error.pop((kind, namespace, name), None)
+        except Exception as exc:
+            opmetrics.ERRORS.labels(kind).inc()
+            self._report_error(kind, namespace, name, exc)
+            raise
+        finally:
+            opmetrics.LATENCY.labels(kind).observe(time.monotonic() - started)
+
+    def _report_error(self, kind: str, namespace: str, name: str, exc: Exception) -> None:
+        """A Warning Event per distinct error (retries of the same error do not flood the namespace)."""
+        message = str(exc)
+        if self._last_error.get((kind, namespace, name)) == message:
+            return
+        self._last_error[(kind, namespace, name)] = message
+        try:
+            body = self.kube.get(kind, namespace, name)
+            if body is not None:
+                self.kube.post_event(body, "Warning", "ReconcileError", message)
+        except Exception:  # best effort: the caller logs the error itself
+            log.debug("could not post the error event", exc_info=True)
+
+    # -- SpeculatorTraining ------------------------------------------------------------------------
+
+    def observe_training(self, body: dict[str, Any]) -> TrainingObserved:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        selector = {c.LABEL_TRAINING: name, c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
+        observed = TrainingObserved()
+        for job in self.kube.list("Job", ns, selector):
+            step = (job["metadata"].get("annotations") or {}).get(c.ANNOTATION_STEP)
+            if (
+                step
+                and _owned_by(job, body)
+                and job["metadata"]["name"] == render_training.job_name(name, step)
+            ):
+                observed.jobs[step] = job
+        for pod in self.kube.list("Pod", ns, selector):
+            job_name = (pod["metadata"].get("labels") or {}).get(c.JOB_NAME_LABEL)
+            if job_name:
+                observed.pods.setdefault(job_name, []).append(pod)
+        if not ((body.get("spec") or {}).get("output") or {}).get("pvc", {}).get("claimName"):
+            observed.workspace = self.kube.get("PersistentVolumeClaim", ns, f"{name}-workspace")
+        deploy = (body.get("spec") or {}).get("deploy")
+        if deploy is not None:
+            child = self.kube.get(c.SPECULATOR_KIND, ns, deploy.get("name") or name)
+            observed.speculator = child if _owned_by(child, body) else None
+        return observed
+
+    def reconcile_training(self, namespace: str, name: str) -> None:
+        body = self.kube.get(c.TRAINING_KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            opmetrics.set_phase(c.TRAINING_KIND, namespace, name, None)
+            return
+        plan = derive_training(body, self.observe_training(body), self.images)
+        self.execute(body, plan)
+        opmetrics.set_phase(c.TRAINING_KIND, namespace, name, plan.status.get("phase"))
+
+    # -- Speculator --------------------------------------------------------------------------------
+
+    def observe_speculator(self, body: dict[str, Any]) -> SpeculatorObserved:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        spec = body.get("spec") or {}
+        observed = SpeculatorObserved()
+        ref = ((spec.get("draft") or {}).get("trainingRef") or {}).get("name")
+        if ref:
+            observed.training = self.kube.get(c.TRAINING_KIND, ns, ref)
+        job = self.kube.get("Job", ns, f"{name}-resolve")
+        if _owned_by(job, body):
+            observed.resolve_job = job
+            observed.resolve_pods = self.kube.list("Pod", ns, {c.JOB_NAME_LABEL: f"{name}-resolve"})
+        dep = self.kube.get("Deployment", ns, f"{name}-vllm")
+        observed.deployment = dep if _owned_by(dep, body) else None
+        svc = self.kube.get("Service", ns, name)
+        observed.service = svc if _owned_by(svc, body) else None
+        cache = spec.get("cache") or {}
+        if cache.get("size") is not None and not cache.get("claimName"):
+            observed.cache = self.kube.get("PersistentVolumeClaim", ns, f"{name}-cache")
+        observed.pods = self.kube.list(
+            "Pod",
+            ns,
+            {c.LABEL_SPECULATOR: name, c.LABEL_COMPONENT: "vllm", c.LABEL_MANAGED_BY: c.OPERATOR_NAME},
+        )
+        observed.acceptance = self.store.get((ns, name))
+        return observed
+
+    def reconcile_speculator(self, namespace: str, name: str) -> None:
+        body = self.kube.get(c.SPECULATOR_KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, None)
+            opmetrics.forget_acceptance(namespace, name)
+            return
+        plan = derive_speculator(body, self.observe_speculator(body), self.images)
+        self.execute(body, plan)
+        opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
+        opmetrics.set_acceptance(namespace, name, plan.status.get("acceptance"))
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    def execute(self, owner: dict[str, Any], plan: Plan) -> None:
+        """Carry out a plan: deletes, creates, applies, then one status patch if anything changed."""
+        meta = owner["metadata"]
+        for obj in plan.delete:
+            m = obj["metadata"]
+            self.kube.delete(obj["kind"], m["namespace"], m["name"], uid=m.get("uid"))
+        for obj in plan.create:
+            self.kube.create(obj)
+        for obj in plan.apply:
+            self.kube.apply(obj)
+        patch = merge_patch(owner.get("status"), plan.status)
+        if patch:
+            self.kube.patch_status(owner["kind"], meta["namespace"], meta["name"], patch)
+        for event in plan.events:
+            try:
+                self.kube.post_event(owner, event.type, event.reason, event.message)
+            except KubeError as exc:
+                log.warning(
+                    "could not post event %s on %s/%s: %s", event.reason, meta["namespace"], meta["name"], exc
+                )

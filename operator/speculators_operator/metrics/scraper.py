@@ -1,0 +1,105 @@
+"""Scrape vLLM /metrics from each ready pod, concurrently, with a timeout per pod."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from speculators_operator.metrics.acceptance import Counters, counters_from_text
+
+MAX_BODY = 8 * 1024 * 1024  # a /metrics page is tens of KiB; refuse anything absurd
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ready vLLM pod."""
+
+    pod: str
+    url: str
+    instance: str  # pod uid + container restart count: changes when counters restart
+    started_at: float | None  # container start (epoch seconds)
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    target: Target
+    counters: Counters | None
+    error: str | None = None
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or not status.get("podIP"):
+        return False
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> list[Target]:
+    """Ready pods as scrape targets."""
+    out = []
+    for pod in pods:
+        if not _ready(pod):
+            continue
+        meta = pod["metadata"]
+        status = pod["status"]
+        restarts, started = 0, None
+        for cs in status.get("containerStatuses") or []:
+            if cs.get("name") == container:
+                restarts = cs.get("restartCount") or 0
+                started = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+        ip = status["podIP"]
+        host = f"[{ip}]" if ":" in ip else ip
+        out.append(
+            Target(
+                pod=meta["name"],
+                url=f"http://{host}:{port}/metrics",
+                instance=f"{meta.get('uid', '')}/{restarts}",
+                started_at=_epoch(started or status.get("startTime")),
+            )
+        )
+    return out
+
+
+async def scrape_one(
+    session: aiohttp.ClientSession, target: Target, model_name: str | None, timeout: float
+) -> ScrapeResult:
+    try:
+        async with session.get(target.url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                return ScrapeResult(target, None, f"{target.pod}: HTTP {resp.status}")
+            body = await resp.content.read(MAX_BODY)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return ScrapeResult(target, None, f"{target.pod}: {type(exc).__name__}: {exc}".strip(": "))
+    text = body.decode("utf-8", errors="replace")
+    return ScrapeResult(target, counters_from_text(text, model_name))
+
+
+async def scrape(
+    pod_targets: list[Target], *, model_name: str | None = None, timeout: float = 5.0, concurrency: int = 32
+) -> list[ScrapeResult]:
+    """Scrape every target; failures come back as results with an error, never as exceptions."""
+    if not pod_targets:
+        return []
+    limit = asyncio.Semaphore(concurrency)
+
+    async def bounded(session: aiohttp.ClientSession, target: Target) -> ScrapeResult:
+        async with limit:
+            return await scrape_one(session, target, model_name, timeout)
+
+    async with aiohttp.ClientSession() as session:
+        return list(await asyncio.gather(*(bounded(session, t) for t in pod_targets)))

@@ -1,0 +1,96 @@
+"""In-memory acceptance state per Speculator, fed by the scrape loop and read by the reconciler.
+
+Only the reconciler writes status, so scrapes never race it on `conditions[]`: the loop records what it
+saw here and asks for a reconcile. The state is memory only: after an operator restart the status keeps
+its last values until a new window has data.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from speculators_operator.metrics.acceptance import Counters, summarize
+from speculators_operator.metrics.scraper import ScrapeResult
+from speculators_operator.metrics.window import AcceptanceWindow
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class AcceptanceState:
+    """What the last scrape/query of one Speculator gave."""
+
+    window: AcceptanceWindow
+    source: str = "pods"
+    summary: dict[str, Any] | None = None  # status.acceptance without lastScrapeTime
+    targets: int = 0  # ready pods scraped
+    errors: list[str] = field(default_factory=list)
+    scraped_at: float | None = None
+
+
+class MetricsStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[Key, AcceptanceState] = {}
+
+    def _entry(self, key: Key, window_seconds: int, source: str) -> AcceptanceState:
+        state = self._state.get(key)
+        if state is None or state.window.window != float(window_seconds) or state.source != source:
+            state = AcceptanceState(window=AcceptanceWindow(window_seconds), source=source)
+            self._state[key] = state
+        return state
+
+    def record_scrape(
+        self, key: Key, window_seconds: int, results: list[ScrapeResult], now: float
+    ) -> AcceptanceState:
+        with self._lock:
+            state = self._entry(key, window_seconds, "pods")
+            for res in results:
+                if res.counters is not None:
+                    state.window.observe(
+                        res.target.pod,
+                        now,
+                        res.counters,
+                        instance=res.target.instance,
+                        started_at=res.target.started_at,
+                    )
+            state.targets = len(results)
+            state.errors = [r.error for r in results if r.error]
+            state.scraped_at = now
+            if state.window.has_data():
+                delta, pods = state.window.increase(now)
+                state.summary = summarize(delta, window_seconds=window_seconds, pods=pods, source="pods")
+            else:
+                state.window.increase(now)  # ages out pods that are gone
+                state.summary = None
+            return state
+
+    def record_query(
+        self,
+        key: Key,
+        window_seconds: int,
+        delta: Counters | None,
+        pods: int,
+        now: float,
+        error: str | None = None,
+    ) -> AcceptanceState:
+        with self._lock:
+            state = self._entry(key, window_seconds, "prometheus")
+            state.scraped_at = now
+            state.errors = [error] if error else []
+            state.targets = pods
+            if delta is not None:
+                state.summary = summarize(
+                    delta, window_seconds=window_seconds, pods=pods, source="prometheus"
+                )
+            return state
+
+    def get(self, key: Key) -> AcceptanceState | None:
+        with self._lock:
+            return self._state.get(key)
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._state.pop(key, None)

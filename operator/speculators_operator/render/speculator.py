@@ -1,0 +1,314 @@
+"""Children of a Speculator: the resolve Job, the vLLM Deployment, its Service and the cache PVC."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import speculators_core.format  # noqa: F401  (loads first: serving <-> format.summary import each other)
+from speculators_core.serving import build_serve_argv
+from speculators_core.sources import parse_source
+from speculators_operator import constants as c
+from speculators_operator.api.common import ModelSource
+from speculators_operator.api.speculator import SpeculatorSpec
+from speculators_operator.render import common as r
+
+PROBE_PERIOD_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class ResolvedDraft:
+    """The draft as it will be served: where it comes from, and method/k after defaulting."""
+
+    source: ModelSource
+    method: str
+    num_speculative_tokens: int
+
+
+@dataclass
+class SpeculatorContext:
+    body: dict[str, Any]
+    spec: SpeculatorSpec
+    images: r.Images = field(default_factory=r.Images)
+
+    @classmethod
+    def of(cls, body: dict[str, Any], images: r.Images | None = None) -> SpeculatorContext:
+        return cls(
+            body=body, spec=SpeculatorSpec.model_validate(body.get("spec") or {}), images=images or r.Images()
+        )
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.body["metadata"]["namespace"]
+
+    @property
+    def deployment_name(self) -> str:
+        return f"{self.name}-vllm"
+
+    @property
+    def vllm_image(self) -> str:
+        return self.spec.vllm.image or self.images.vllm
+
+    @property
+    def cache_claim(self) -> str | None:
+        cache = self.spec.cache
+        if cache.claim_name:
+            return cache.claim_name
+        if cache.size is not None:
+            return f"{self.name}-cache"
+        return None
+
+    @property
+    def served_model_name(self) -> str:
+        if self.spec.vllm.served_model_name:
+            return self.spec.vllm.served_model_name
+        verifier = parse_source(self.spec.verifier.uri)
+        return verifier.repo_id if verifier.scheme == "hf" and verifier.repo_id else self.name
+
+
+def _labels(ctx: SpeculatorContext, component: str, instance: str) -> dict[str, str]:
+    return r.labels(c.APP_SPECULATOR, component, instance, c.LABEL_SPECULATOR, ctx.name)
+
+
+def pod_selector(ctx: SpeculatorContext) -> dict[str, str]:
+    """Selector of the vLLM pods (immutable in the Deployment, so only stable labels)."""
+    return {c.LABEL_INSTANCE: ctx.deployment_name, c.LABEL_SPECULATOR: ctx.name}
+
+
+def selector_string(ctx: SpeculatorContext) -> str:
+    return ",".join(f"{k}={v}" for k, v in pod_selector(ctx).items())
+
+
+def service_url(ctx: SpeculatorContext) -> str:
+    """Cluster-domain-independent in-cluster URL (resolves through the pod's DNS search path)."""
+    return f"http://{ctx.name}.{ctx.namespace}.svc:{ctx.spec.service.port}"
+
+
+def cache_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:
+    cache = ctx.spec.cache
+    if cache.claim_name or cache.size is None:
+        return None
+    name = f"{ctx.name}-cache"
+    # A cache shared by several replicas must be mountable on several nodes.
+    mode = "ReadWriteMany" if ctx.spec.replicas > 1 else "ReadWriteOnce"
+    spec: dict[str, Any] = {"accessModes": [mode], "resources": {"requests": {"storage": cache.size}}}
+    if cache.storage_class_name:
+        spec["storageClassName"] = cache.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "cache", name)),
+        "spec": spec,
+    }
+
+
+def draft_source(ctx: SpeculatorContext) -> ModelSource | None:
+    """spec.draft as a ModelSource when it is a URI (trainingRef drafts come from the training's status)."""
+    draft = ctx.spec.draft
+    if draft.uri is None:
+        return None
+    return ModelSource(uri=draft.uri, revision=draft.revision, secret_ref=draft.secret_ref)
+
+
+def needs_resolve(ctx: SpeculatorContext) -> bool:
+    """A URI draft with method or k unset: read them from its config (Job <name>-resolve)."""
+    return ctx.spec.draft.uri is not None and (
+        ctx.spec.method is None or ctx.spec.num_speculative_tokens is None
+    )
+
+
+def resolve_hash(ctx: SpeculatorContext) -> str:
+    draft = ctx.spec.draft
+    return r.spec_hash({"uri": draft.uri, "revision": draft.revision})
+
+
+def _models_volume(ctx: SpeculatorContext) -> dict[str, Any]:
+    claim = ctx.cache_claim
+    if claim:
+        return {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+    return {"name": "models", "emptyDir": {}}
+
+
+def _pod_spec(
+    ctx: SpeculatorContext, parts: r.PodParts, containers: list[dict[str, Any]], *, job: bool
+) -> dict:
+    spec = ctx.spec
+    pod: dict[str, Any] = {
+        "securityContext": r.pod_security_context(spec.security_context),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": containers,
+        "volumes": [*r.base_volumes(), *parts.volumes],
+    }
+    if job:
+        pod["restartPolicy"] = "Never"
+    if parts.init_containers:
+        pod["initContainers"] = parts.init_containers
+    r.apply_scheduling(pod, spec.scheduling)
+    return pod
+
+
+def resolve_job(ctx: SpeculatorContext) -> dict[str, Any]:
+    """`speculators inspect --json` on the draft; its JSON lands in the termination message."""
+    name = f"{ctx.name}-resolve"
+    source = draft_source(ctx)
+    assert source is not None
+    parts = r.PodParts()
+    models = {"name": "models", "mountPath": c.MODELS_MOUNT}
+    parts.add_volume({"name": "models", "emptyDir": {}}, models)
+    path = r.place_source(
+        parts,
+        source,
+        role="draft",
+        dest=f"{c.MODELS_MOUNT}/draft",
+        image=ctx.images.runtime,
+        pull_policy="IfNotPresent",
+        dest_mounts=[models],
+    )
+    # `inspect` prints to stdout and has no --summary-path; the shell puts its JSON where Kubernetes
+    # keeps it after the pod is gone ($0 keeps the path out of the script text).
+    container = r.cli_container(
+        "inspect",
+        ctx.images.runtime,
+        "IfNotPresent",
+        "inspect",
+        [],
+        mounts=parts.mounts,
+        resource_spec={"requests": {"cpu": "100m", "memory": "256Mi"}},
+    )
+    container["command"] = ["sh", "-c", f'exec speculators inspect "$0" --json > {c.TERMINATION_LOG}']
+    container["args"] = [path]
+    labels = _labels(ctx, "resolve", name)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": r.child_metadata(
+            ctx.body, name, labels, {c.ANNOTATION_SPEC_HASH: resolve_hash(ctx), c.ANNOTATION_STEP: "resolve"}
+        ),
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": c.JOB_TTL_SECONDS,
+            "podFailurePolicy": r.job_failure_policy(),
+            "template": {
+                "metadata": r.pod_template_metadata(labels, ctx.spec.pod_metadata),
+                "spec": _pod_spec(ctx, parts, [container], job=True),
+            },
+        },
+    }
+
+
+def vllm_argv(ctx: SpeculatorContext, verifier_path: str, draft_path: str, draft: ResolvedDraft) -> list[str]:
+    """The long form; speculators_core.serving is the one builder of vLLM command lines."""
+    v = ctx.spec.vllm
+    return build_serve_argv(
+        verifier_path,
+        draft_path,
+        draft.method,
+        draft.num_speculative_tokens,
+        tensor_parallel_size=v.tensor_parallel_size,
+        max_model_len=v.max_model_len,
+        gpu_memory_utilization=v.gpu_memory_utilization,
+        port=v.port,
+        host="0.0.0.0",
+        served_model_name=ctx.served_model_name,
+        extra_args=list(v.extra_args),
+    )
+
+
+def _probe(path: str, *, failure_threshold: int, period: int = PROBE_PERIOD_SECONDS) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def deployment(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+    spec = ctx.spec
+    name = ctx.deployment_name
+    parts = r.PodParts()
+    models = {"name": "models", "mountPath": c.MODELS_MOUNT}
+    parts.add_volume(_models_volume(ctx), models)
+    verifier_path = r.place_source(
+        parts,
+        spec.verifier,
+        role="verifier",
+        dest=f"{c.MODELS_MOUNT}/verifier",
+        image=ctx.images.runtime,
+        pull_policy="IfNotPresent",
+        dest_mounts=[models],
+    )
+    draft_path = r.place_source(
+        parts,
+        draft.source,
+        role="draft",
+        dest=f"{c.MODELS_MOUNT}/draft",
+        image=ctx.images.runtime,
+        pull_policy="IfNotPresent",
+        dest_mounts=[models],
+    )
+    argv = vllm_argv(ctx, verifier_path, draft_path, draft)
+    env = [*r.scratch_env(), *(e.wire() for e in spec.vllm.env)]
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": ctx.vllm_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": argv[:1],
+        "args": argv[1:],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": spec.vllm.port, "protocol": "TCP"}],
+        "resources": r.resources(spec.resources, r.gpu_limits(spec.vllm.tensor_parallel_size)),
+        # Loading weights can take many minutes: only the startup probe may wait that long.
+        "startupProbe": _probe(
+            "/health",
+            failure_threshold=max(1, math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
+        ),
+        "readinessProbe": _probe("/v1/models", failure_threshold=3),
+        "livenessProbe": _probe("/health", failure_threshold=6),
+        "securityContext": r.container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [*r.base_mounts(), *parts.mounts],
+    }
+    labels = _labels(ctx, "vllm", name)
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.vllm.port),
+        "prometheus.io/path": "/metrics",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": r.child_metadata(ctx.body, name, labels),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": pod_selector(ctx)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            # Model loading counts against the rollout deadline; give it the startup budget and then some.
+            "progressDeadlineSeconds": spec.startup_timeout_seconds + 600,
+            "template": {
+                "metadata": r.pod_template_metadata(labels, spec.pod_metadata, annotations),
+                "spec": _pod_spec(ctx, parts, [container], job=False),
+            },
+        },
+    }
+
+
+def service(ctx: SpeculatorContext) -> dict[str, Any]:
+    svc = ctx.spec.service
+    metadata = r.child_metadata(ctx.body, ctx.name, _labels(ctx, "service", ctx.name), svc.annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": svc.type,
+            "selector": pod_selector(ctx),
+            "ports": [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,310 @@
+"""Speculator: from the referenced training, the resolve Job, the Deployment and the scrapes to status.
+
+Order of business: know the draft (trainingRef -> the training's output; URI with method/k unset ->
+the resolve Job), then render the Deployment and Service, then report their health and the acceptance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from speculators_operator.api.common import ModelSource
+from speculators_operator.metrics.acceptance import same_values
+from speculators_operator.metrics.store import AcceptanceState
+from speculators_operator.render import speculator as render
+from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
+from speculators_operator.status.jobs import observe_job, parse_summary
+from speculators_operator.status.plan import Event, Plan, phase_events
+
+# Pod waiting reasons that mean "broken", not "starting".
+BAD_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+@dataclass
+class SpeculatorObserved:
+    training: dict[str, Any] | None = None  # the referenced SpeculatorTraining
+    resolve_job: dict[str, Any] | None = None
+    resolve_pods: list[dict[str, Any]] = field(default_factory=list)
+    deployment: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None  # the cache PVC, when the operator creates it
+    pods: list[dict[str, Any]] = field(default_factory=list)  # vLLM pods
+    acceptance: AcceptanceState | None = None
+
+
+def _draft_from_training(
+    ctx: render.SpeculatorContext, training: dict[str, Any] | None
+) -> tuple[Cond, render.ResolvedDraft | None]:
+    ref = ctx.spec.draft.training_ref
+    assert ref is not None
+    if training is None:
+        return Cond(
+            "TrainingReady", "Unknown", "TrainingNotFound", f"SpeculatorTraining {ref.name} not found"
+        ), None
+    status = training.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        ready = find(status.get("conditions"), "Ready") or {}
+        message = ready.get("message") or "training failed"
+        return Cond("TrainingReady", "False", "TrainingFailed", f"{ref.name}: {message}"), None
+    output = status.get("output") or {}
+    if phase != "Succeeded" or not output.get("uri"):
+        return Cond("TrainingReady", "Unknown", "TrainingInProgress", f"{ref.name} is {phase}"), None
+    method = ctx.spec.method or output.get("method") or "eagle3"
+    k = ctx.spec.num_speculative_tokens or output.get("numSpeculativeTokens") or 3
+    draft = render.ResolvedDraft(ModelSource(uri=output["uri"]), method, int(k))
+    return Cond("TrainingReady", "True", "Succeeded", f"draft {output['uri']}"), draft
+
+
+def _resolved_from_status(ctx: render.SpeculatorContext, previous: dict[str, Any]) -> dict[str, Any] | None:
+    """A resolution recorded earlier for the same draft (the resolve Job may be gone by TTL)."""
+    draft = previous.get("draft") or {}
+    spec_draft = ctx.spec.draft
+    if draft.get("uri") != spec_draft.uri or draft.get("revision") != spec_draft.revision:
+        return None
+    if not draft.get("method") or not draft.get("numSpeculativeTokens"):
+        return None
+    return draft
+
+
+def _resolve(
+    ctx: render.SpeculatorContext, observed: SpeculatorObserved, previous: dict[str, Any], plan: Plan
+) -> tuple[Cond, render.ResolvedDraft | None]:
+    source = render.draft_source(ctx)
+    assert source is not None
+    spec = ctx.spec
+    if not render.needs_resolve(ctx):
+        assert spec.method and spec.num_speculative_tokens
+        return (
+            Cond("DraftResolved", "True", "Specified", "method and numSpeculativeTokens set in spec"),
+            render.ResolvedDraft(source, spec.method, spec.num_speculative_tokens),
+        )
+    known = _resolved_from_status(ctx, previous)
+    resolved: dict[str, Any] | None = None
+    if known:
+        resolved = {"method": known["method"], "speculative_tokens": known["numSpeculativeTokens"]}
+    job = observed.resolve_job
+    name = f"{ctx.name}-resolve"
+    if resolved is None:
+        want = render.resolve_hash(ctx)
+        if job is None:
+            plan.create.append(render.resolve_job(ctx))
+            plan.events.append(
+                Event("Normal", "JobCreated", f"created Job {name} to read the draft's config")
+            )
+            return Cond("DraftResolved", "Unknown", "Resolving", f"Job {name} reads the draft's config"), None
+        obs = observe_job(job, observed.resolve_pods)
+        if obs.hash != want or obs.deleting:
+            if not obs.deleting:
+                plan.delete.append(job)
+            return Cond(
+                "DraftResolved", "Unknown", "Resolving", f"replacing Job {name} (draft changed)"
+            ), None
+        if obs.state == "Failed":
+            return Cond(
+                "DraftResolved", "False", "ResolveFailed", obs.failure_text() or f"Job {name} failed"
+            ), None
+        if obs.state != "Succeeded":
+            detail = obs.pending_reason or f"Job {name} is {obs.state.lower()}"
+            return Cond("DraftResolved", "Unknown", "Resolving", detail), None
+        messages = [r.message for r in obs.results if r.container == "inspect" and r.exit_code == 0]
+        resolved = parse_summary(messages[-1]) if messages else None
+        if not resolved:
+            return Cond(
+                "DraftResolved", "False", "InvalidDraftConfig", "speculators inspect returned no JSON"
+            ), None
+    method = spec.method or resolved.get("method") or resolved.get("algorithm")
+    k = spec.num_speculative_tokens or resolved.get("speculative_tokens")
+    if method not in ("eagle3", "eagle", "peagle", "dflash", "dspark"):
+        return Cond(
+            "DraftResolved", "False", "UnsupportedMethod", f"draft method {method!r} cannot be served"
+        ), None
+    if not isinstance(k, int) or not 1 <= k <= 16:
+        return Cond(
+            "DraftResolved", "False", "InvalidDraftConfig", f"draft speculative_tokens {k!r} is not 1-16"
+        ), None
+    return (
+        Cond("DraftResolved", "True", "Resolved", f"method {method}, k={k} from the draft's config"),
+        render.ResolvedDraft(source, method, k),
+    )
+
+
+def _deployment_condition(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> Cond:
+    dep = observed.deployment
+    name = ctx.deployment_name
+    if dep is None:
+        return Cond("DeploymentReady", "Unknown", "Creating", f"creating Deployment {name}")
+    for pod in observed.pods:
+        status = pod.get("status") or {}
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in BAD_WAITING:
+                pod_name = pod["metadata"]["name"]
+                detail = f"{waiting['reason']} {waiting.get('message', '')}"
+                text = f"pod {pod_name} container {cs.get('name')}: {detail}"
+                return Cond("DeploymentReady", "False", waiting["reason"], text.strip())
+    st = dep.get("status") or {}
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return Cond("DeploymentReady", "False", "ProgressDeadlineExceeded", cond.get("message", ""))
+    want = ctx.spec.replicas
+    generation = dep["metadata"].get("generation")
+    current = st.get("observedGeneration") == generation
+    updated, ready = st.get("updatedReplicas") or 0, st.get("readyReplicas") or 0
+    total = st.get("replicas") or 0
+    if current and want == 0 and total == 0:
+        return Cond("DeploymentReady", "True", "ScaledToZero", "replicas is 0")
+    if current and updated >= want and ready >= want and total == want:
+        return Cond("DeploymentReady", "True", "Available", f"{ready}/{want} replicas ready")
+    return Cond(
+        "DeploymentReady", "Unknown", "Progressing", f"{ready}/{want} replicas ready, {updated} updated"
+    )
+
+
+def _metrics(
+    ctx: render.SpeculatorContext, observed: SpeculatorObserved, previous: dict[str, Any], now: str
+) -> tuple[Cond, dict[str, Any] | None]:
+    prev_acc = previous.get("acceptance")
+    spec = ctx.spec.metrics
+    if not spec.enabled:
+        return Cond("MetricsAvailable", "False", "Disabled", "spec.metrics.enabled is false"), prev_acc
+    state = observed.acceptance
+    if state is None or state.scraped_at is None:
+        return Cond("MetricsAvailable", "Unknown", "Waiting", "no scrape yet"), prev_acc
+    acceptance = prev_acc
+    if state.summary is not None:
+        if same_values(prev_acc, state.summary):
+            acceptance = prev_acc  # unchanged after rounding: no status write
+        else:
+            acceptance = {**state.summary, "lastScrapeTime": now_iso_from(state.scraped_at, now)}
+    if state.errors and (state.source == "prometheus" or len(state.errors) >= max(state.targets, 1)):
+        return Cond("MetricsAvailable", "False", "ScrapeFailed", "; ".join(state.errors)[:1024]), acceptance
+    if state.source == "pods" and state.targets == 0:
+        return Cond("MetricsAvailable", "False", "NoReadyPods", "no ready vLLM pod to scrape"), acceptance
+    if state.summary is None:
+        return Cond("MetricsAvailable", "Unknown", "Waiting", "waiting for a second scrape"), acceptance
+    if not state.summary.get("drafts"):
+        return Cond("MetricsAvailable", "False", "NoTraffic", "no drafts in the window"), acceptance
+    rate = state.summary.get("acceptanceRate")
+    length = state.summary.get("meanAcceptanceLength")
+    return Cond(
+        "MetricsAvailable", "True", "Scraped", f"acceptance rate {rate}, mean length {length}"
+    ), acceptance
+
+
+def now_iso_from(epoch: float, fallback: str) -> str:
+    try:
+        return now_iso(datetime.fromtimestamp(epoch, UTC))
+    except (OverflowError, OSError, ValueError):
+        return fallback
+
+
+def derive_speculator(
+    body: dict[str, Any], observed: SpeculatorObserved, images: Any = None, now: str | None = None
+) -> Plan:
+    """Next status and actions of a Speculator (pure)."""
+    now = now or now_iso()
+    ctx = render.SpeculatorContext.of(body, images)
+    spec = ctx.spec
+    generation = body["metadata"].get("generation")
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    plan = Plan(status={})
+    conds: list[Cond] = []
+
+    training_cond: Cond | None = None
+    draft: render.ResolvedDraft | None = None
+    if spec.draft.training_ref is not None:
+        training_cond, draft = _draft_from_training(ctx, observed.training)
+        conds.append(training_cond)
+        if draft is not None:
+            draft_cond = Cond(
+                "DraftResolved",
+                "True",
+                "FromTraining",
+                f"method {draft.method}, k={draft.num_speculative_tokens}",
+            )
+        else:
+            draft_cond = Cond("DraftResolved", "Unknown", "WaitingForTraining", training_cond.message)
+    else:
+        draft_cond, draft = _resolve(ctx, observed, previous, plan)
+    conds.append(draft_cond)
+
+    if spec.backend == "kserve":
+        deploy_cond = Cond(
+            "DeploymentReady",
+            "False",
+            "BackendNotSupported",
+            "backend kserve is not supported yet; use deployment",
+        )
+    elif draft is None:
+        deploy_cond = Cond(
+            "DeploymentReady",
+            "Unknown",
+            "WaitingForDraft",
+            "the Deployment is created once the draft is known",
+        )
+    else:
+        pvc = render.cache_pvc(ctx)
+        if pvc and observed.cache is None:
+            plan.create.append(pvc)
+        plan.apply.append(render.deployment(ctx, draft))
+        plan.apply.append(render.service(ctx))
+        deploy_cond = _deployment_condition(ctx, observed)
+    conds.append(deploy_cond)
+
+    ready = aggregate(conds, ready_reason="Running", ready_message=f"serving at {render.service_url(ctx)}")
+    metrics_cond, acceptance = _metrics(ctx, observed, previous, now)
+
+    status: dict[str, Any] = {"observedGeneration": generation}
+    if (
+        (training_cond and training_cond.status == "False")
+        or draft_cond.status == "False"
+        or spec.backend == "kserve"
+    ):
+        phase = "Failed"
+    elif training_cond and draft is None:
+        phase = "WaitingForTraining"
+    elif draft is None:
+        phase = "ResolvingDraft"
+    elif deploy_cond.status == "True":
+        phase = "Running"
+    elif deploy_cond.status == "False":
+        phase = "Degraded"
+    else:
+        phase = "Deploying"
+    status["phase"] = phase
+    status["conditions"] = merge(previous.get("conditions"), [*conds, metrics_cond, ready], generation, now)
+    status["selector"] = render.selector_string(ctx)
+    dep_status = (observed.deployment or {}).get("status") or {}
+    status["replicas"] = dep_status.get("replicas") or 0
+    status["readyReplicas"] = dep_status.get("readyReplicas") or 0
+    status["updatedReplicas"] = dep_status.get("updatedReplicas") or 0
+    if observed.service is not None:
+        status["url"] = render.service_url(ctx)
+    if draft is not None:
+        status["draft"] = {
+            "uri": draft.source.uri,
+            "method": draft.method,
+            "numSpeculativeTokens": draft.num_speculative_tokens,
+        }
+        if draft.source.revision:
+            status["draft"]["revision"] = draft.source.revision
+    elif previous.get("draft") and spec.draft.uri is not None:
+        status["draft"] = previous["draft"]
+    if acceptance is not None:
+        status["acceptance"] = acceptance
+
+    failed = phase in ("Failed", "Degraded")
+    plan.events += phase_events("speculator", previous.get("phase"), phase, ready.message, failed=failed)
+    plan.status = status
+    return plan

@@ -1,0 +1,377 @@
+"""SpeculatorTraining: from the observed Jobs/pods and the previous status to the next status and actions.
+
+Steps run one after another; each step's Job is tied to a hash of its inputs. A step finished with the
+current hash stays finished even after its Job's TTL removed it (status.steps remembers it); a failed step
+is not retried by re-creating its Job (the Job's own backoff did the retrying) until its inputs change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from speculators_operator.render import training as render
+from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
+from speculators_operator.status.jobs import JobObservation, observe_job
+from speculators_operator.status.plan import Event, Plan, phase_events
+
+PHASE_OF_STEP = {
+    "prepare": "PreparingData",
+    "datagen": "GeneratingHiddenStates",
+    "train": "Training",
+    "eval": "Evaluating",
+    "publish": "Publishing",
+}
+CONDITION_OF_STEP = {
+    "prepare": "DataPrepared",
+    "datagen": "HiddenStatesGenerated",
+    "train": "Trained",
+    "eval": "Evaluated",
+    "publish": "Published",
+}
+FAILED_REASON_OF_STEP = {
+    "prepare": "PrepareFailed",
+    "datagen": "DatagenFailed",
+    "train": "TrainingFailed",
+    "eval": "EvaluationFailed",
+    "publish": "PublishFailed",
+}
+# Share of the whole pipeline each step stands for (progress.percent).
+WEIGHT = {"prepare": 10, "datagen": 30, "train": 45, "eval": 10, "publish": 5}
+
+
+@dataclass
+class TrainingObserved:
+    """What the handler read from the API server for one training."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by Job name
+    speculator: dict[str, Any] | None = None  # the spec.deploy child
+    workspace: dict[str, Any] | None = None  # the workspace PVC, when the operator creates it
+
+
+def _f(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _floats(values: Any) -> list[float]:
+    return [
+        round(float(v), 4) for v in values or [] if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+
+
+def _step_message(step: str, obs: JobObservation, shards: int) -> str:
+    """One line summarising a finished (or running) step from its summaries."""
+    sums = obs.summaries()
+    if step == "prepare" and sums:
+        s = sums[-1]
+        samples, tokens, heldout = (s.get(k, "?") for k in ("samples", "tokens", "heldout"))
+        return f"{samples} samples, {tokens} tokens, {heldout} held out"
+    if step == "datagen":
+        return f"{min(obs.succeeded, shards)}/{shards} shards"
+    if step == "train" and sums:
+        s = sums[-1]
+        parts = []
+        if _f(s.get("loss")) is not None:
+            parts.append(f"loss {_f(s.get('loss'))}")
+        if _f(s.get("est_accept_len")) is not None:
+            parts.append(f"estimated acceptance length {_f(s.get('est_accept_len'))}")
+        return ", ".join(parts)
+    if step == "eval" and sums:
+        s = sums[-1]
+        return f"mean acceptance length {_f(s.get('mean_accept_len'))} at k={s.get('k')}"
+    if step == "publish" and sums:
+        return "published to " + ", ".join(str(s.get("uri")) for s in sums if s.get("uri"))
+    return ""
+
+
+def _merge_step(
+    record: dict[str, Any] | None, step: str, job: str, step_hash: str, obs: JobObservation, shards: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": step, "jobName": job, "state": obs.state, "hash": step_hash}
+    same = record is not None and record.get("hash") == step_hash
+    out["attempts"] = max(obs.attempts, record.get("attempts", 0) if same and record else 0)
+    start = obs.start_time or (record.get("startTime") if same and record else None)
+    if start:
+        out["startTime"] = start
+    if obs.state in ("Succeeded", "Failed") and obs.completion_time:
+        out["completionTime"] = obs.completion_time
+    if obs.state == "Failed":
+        out["message"] = obs.failure_text()
+    elif obs.state == "Pending" and obs.pending_reason:
+        out["message"] = obs.pending_reason
+    else:
+        message = _step_message(step, obs, shards)
+        if message:
+            out["message"] = message
+    return out
+
+
+def derive_training(
+    body: dict[str, Any], observed: TrainingObserved, images: Any = None, now: str | None = None
+) -> Plan:
+    """Next status and actions of a SpeculatorTraining (pure)."""
+    now = now or now_iso()
+    ctx = render.TrainingContext.of(body, images)
+    spec = ctx.spec
+    generation = body["metadata"].get("generation")
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    prev_steps = {s.get("name"): s for s in previous.get("steps") or []}
+    hashes = render.step_hashes(ctx)
+    steps = render.steps_for(spec)
+    shards = spec.datagen.shards
+
+    plan = Plan(status={})
+    pvc = render.workspace_pvc(ctx)
+    if pvc and observed.workspace is None:
+        plan.create.append(pvc)
+    svc = render.train_service(ctx)
+    if svc:
+        plan.apply.append(svc)
+
+    records: list[dict[str, Any]] = []
+    current: tuple[str, JobObservation | None] | None = None
+    failed: tuple[str, str] | None = None
+    done: dict[str, JobObservation | None] = {}
+    for step in steps:
+        step_hash = hashes[step]
+        name = render.job_name(ctx.name, step)
+        job = observed.jobs.get(step)
+        record = prev_steps.get(step)
+        if job is not None:
+            obs = observe_job(job, observed.pods.get(name, []))
+            if obs.hash != step_hash or obs.deleting:
+                # Inputs changed (or a replacement is under way): the old Job goes, a new one follows
+                # once its name is free.
+                if not obs.deleting:
+                    plan.delete.append(job)
+                    plan.events.append(
+                        Event("Normal", "InputsChanged", f"replacing Job {name}: its inputs changed")
+                    )
+                records.append(
+                    {
+                        "name": step,
+                        "jobName": name,
+                        "state": "Pending",
+                        "hash": step_hash,
+                        "message": f"replacing Job {name} (inputs changed)",
+                    }
+                )
+                current = (step, None)
+                break
+            merged = _merge_step(record, step, name, step_hash, obs, shards)
+            records.append(merged)
+            if obs.state == "Succeeded":
+                done[step] = obs
+                continue
+            if obs.state == "Failed":
+                failed = (step, merged.get("message") or f"Job {name} failed")
+                break
+            current = (step, obs)
+            break
+        if record and record.get("hash") == step_hash and record.get("state") in ("Succeeded", "Failed"):
+            records.append(record)  # remembered after the Job's TTL removed it
+            if record["state"] == "Succeeded":
+                done[step] = None
+                continue
+            failed = (step, record.get("message") or f"Job {name} failed")
+            break
+        plan.create.append(render.step_job(ctx, step, step_hash))
+        plan.events.append(Event("Normal", "JobCreated", f"created Job {name}"))
+        records.append({"name": step, "jobName": name, "state": "Pending", "hash": step_hash, "attempts": 0})
+        current = (step, None)
+        break
+
+    status: dict[str, Any] = {"observedGeneration": generation}
+    status["steps"] = records
+    status["startTime"] = previous.get("startTime") or now
+
+    # Results: fresh from the Jobs when they are still there, else what the previous status copied.
+    prev_train_ok = _still_valid(prev_steps, "train", hashes)
+    prev_eval_ok = _still_valid(prev_steps, "eval", hashes)
+    metrics = previous.get("metrics") if prev_train_ok else None
+    evaluation = previous.get("evaluation") if prev_eval_ok else None
+    output = dict(previous.get("output") or {}) if prev_train_ok else {}
+    if done.get("train") is not None:
+        metrics = _train_metrics(done["train"]) or metrics
+    if done.get("eval") is not None:
+        evaluation = _evaluation(done["eval"]) or evaluation
+    if "train" in done:
+        output.update(
+            uri=ctx.artifact_uri,
+            method=spec.algorithm,
+            numSpeculativeTokens=spec.training.num_speculative_tokens,
+        )
+    else:
+        output = {}
+    if done.get("publish") is not None:
+        for summary in done["publish"].summaries():
+            uri = str(summary.get("uri") or "")
+            if uri.startswith("s3://"):
+                output["s3Uri"] = uri
+            elif uri.startswith("hf://"):
+                output["hubRepo"] = uri.removeprefix("hf://")
+    elif "publish" not in done:
+        output.pop("s3Uri", None)
+        output.pop("hubRepo", None)
+    if metrics:
+        status["metrics"] = metrics
+    if evaluation:
+        status["evaluation"] = evaluation
+    if output:
+        status["output"] = output
+
+    # Progress.
+    total = sum(WEIGHT[s] for s in steps)
+    percent = sum(WEIGHT[s] for s in steps if s in done)
+    progress: dict[str, Any] = {}
+    if spec.training.mode == "offline":
+        if "datagen" in done:
+            completed = shards
+        elif current and current[0] == "datagen" and current[1] is not None:
+            completed = min(current[1].succeeded, shards)
+            percent += WEIGHT["datagen"] * completed / shards
+        else:
+            completed = 0
+        progress.update(completedShards=completed, totalShards=shards)
+    progress["percent"] = min(100, round(100 * percent / total))
+    status["progress"] = progress
+
+    # Phase and conditions.
+    all_done = failed is None and current is None
+    deploy_cond: Cond | None = None
+    if spec.deploy is not None:
+        deploy_cond = _deployed(ctx, observed, all_done)
+        if all_done:
+            child = render.deploy_speculator(ctx)
+            assert child
+            plan.apply.append(child)
+            status["speculatorRef"] = {"name": child["metadata"]["name"]}
+    if failed:
+        phase = "Failed"
+    elif current:
+        step, obs = current
+        phase = PHASE_OF_STEP[step]
+        if step == steps[0] and (obs is None or obs.state == "Pending"):
+            phase = "Pending"
+    else:
+        phase = "Succeeded"
+    status["phase"] = phase
+    if phase in ("Succeeded", "Failed"):
+        kept = previous.get("completionTime") if previous.get("phase") == phase else None
+        status["completionTime"] = kept or now
+
+    conds = _step_conditions(spec, steps, records, done, current, failed)
+    if deploy_cond:
+        conds.append(deploy_cond)
+    ready = aggregate(conds, ready_reason="Succeeded", ready_message=_ready_message(status))
+    if failed:
+        ready = Cond("Ready", "False", FAILED_REASON_OF_STEP[failed[0]], failed[1])
+    status["conditions"] = merge(previous.get("conditions"), [*conds, ready], generation, now)
+
+    message = ""
+    if failed:
+        message = f"step {failed[0]} failed: {failed[1]}"
+    elif current:
+        message = f"running step {current[0]} (Job {render.job_name(ctx.name, current[0])})"
+    elif phase == "Succeeded":
+        message = f"draft trained: {ctx.artifact_uri}"
+    plan.events += phase_events("training", previous.get("phase"), phase, message, failed=bool(failed))
+    plan.status = status
+    return plan
+
+
+def _still_valid(prev_steps: dict[str, dict[str, Any]], step: str, hashes: dict[str, str]) -> bool:
+    record = prev_steps.get(step)
+    return bool(record and record.get("hash") == hashes.get(step) and record.get("state") == "Succeeded")
+
+
+def _train_metrics(obs: JobObservation) -> dict[str, Any] | None:
+    sums = [s for s in obs.summaries() if s.get("step", "train") == "train"]
+    if not sums:
+        return None
+    s = sums[0]  # rank 0 / index 0 speaks for a multi-node run
+    out: dict[str, Any] = {"accuracy": _floats(s.get("acc"))}
+    for key, src in (
+        ("loss", "loss"),
+        ("estimatedAcceptanceLength", "est_accept_len"),
+        ("tokensPerSecond", "tokens_per_s"),
+    ):
+        if _f(s.get(src)) is not None:
+            out[key] = _f(s.get(src))
+    return out
+
+
+def _evaluation(obs: JobObservation) -> dict[str, Any] | None:
+    sums = obs.summaries()
+    if not sums:
+        return None
+    s = sums[-1]
+    out: dict[str, Any] = {"perPositionAcceptance": _floats(s.get("per_pos"))}
+    if isinstance(s.get("k"), int):
+        out["numSpeculativeTokens"] = s["k"]
+    for key, src in (("meanAcceptanceLength", "mean_accept_len"), ("expectedSpeedup", "speedup")):
+        if _f(s.get(src)) is not None:
+            out[key] = _f(s.get(src))
+    return out
+
+
+def _step_conditions(
+    spec: Any,
+    steps: list[str],
+    records: list[dict[str, Any]],
+    done: dict[str, Any],
+    current: tuple[str, JobObservation | None] | None,
+    failed: tuple[str, str] | None,
+) -> list[Cond]:
+    by_step = {r["name"]: r for r in records}
+    conds: list[Cond] = []
+    for step in ("prepare", "datagen", "train", "eval", "publish"):
+        ctype = CONDITION_OF_STEP[step]
+        if step == "datagen" and spec.training.mode == "online":
+            conds.append(Cond(ctype, "True", "Skipped", "online training computes hidden states itself"))
+            continue
+        if step not in steps:
+            continue  # publish without s3/hub
+        record = by_step.get(step) or {}
+        message = record.get("message", "")
+        if step in done:
+            conds.append(Cond(ctype, "True", "Succeeded", message))
+        elif failed and failed[0] == step:
+            conds.append(Cond(ctype, "False", FAILED_REASON_OF_STEP[step], failed[1]))
+        elif current and current[0] == step:
+            obs = current[1]
+            state = obs.state if obs else "Pending"
+            job = record.get("jobName", "")
+            detail = message or (f"Job {job} is {state.lower()}" if job else "")
+            conds.append(Cond(ctype, "Unknown", state, detail))
+        elif failed:
+            conds.append(Cond(ctype, "Unknown", "NotRun", f"not run: step {failed[0]} failed"))
+        else:
+            previous_step = steps[steps.index(step) - 1]
+            conds.append(Cond(ctype, "Unknown", "Waiting", f"waits for step {previous_step}"))
+    return conds
+
+
+def _deployed(ctx: render.TrainingContext, observed: TrainingObserved, all_done: bool) -> Cond:
+    name = render.deploy_name(ctx)
+    if not all_done:
+        return Cond("Deployed", "Unknown", "Waiting", f"Speculator {name} is created when training succeeds")
+    child = observed.speculator
+    if child is None:
+        return Cond("Deployed", "Unknown", "Creating", f"creating Speculator {name}")
+    ready = find((child.get("status") or {}).get("conditions"), "Ready")
+    if ready is None:
+        return Cond("Deployed", "Unknown", "Deploying", f"Speculator {name} has no status yet")
+    status = ready.get("status", "Unknown")
+    reason = "Ready" if status == "True" else ready.get("reason") or "Deploying"
+    message = f"Speculator {name}: {ready.get('message') or reason}"
+    return Cond("Deployed", status, reason, message)
+
+
+def _ready_message(status: dict[str, Any]) -> str:
+    output = status.get("output") or {}
+    return f"draft at {output.get('uri')}" if output.get("uri") else ""
+
+
+__all__ = ["TrainingObserved", "derive_training"]

@@ -1,0 +1,111 @@
+"""The small mechanics of reconciling: merge patches, condition times, the per-object runner."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from speculators_operator.handlers.runner import KeyedRunner
+from speculators_operator.status.conditions import Cond, aggregate, merge
+from speculators_operator.status.patch import merge_patch
+
+
+def test_merge_patch_sends_only_changes_and_nulls_removed_keys():
+    old = {
+        "phase": "Running",
+        "url": "http://x",
+        "acceptance": {"acceptanceRate": 0.5, "drafts": 10},
+        "conditions": [{"type": "Ready"}],
+    }
+    new = {"phase": "Running", "acceptance": {"drafts": 12}, "conditions": [{"type": "Ready"}]}
+    assert merge_patch(old, new) == {"url": None, "acceptance": {"acceptanceRate": None, "drafts": 12}}
+    assert merge_patch(new, new) == {}
+    assert merge_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
+
+
+def test_conditions_keep_transition_time_and_ready_aggregates():
+    old = merge(None, [Cond("A", "True", "Ok"), Cond("B", "Unknown", "Waiting")], 1, "t1")
+    new = merge(old, [Cond("A", "True", "Ok", "new message"), Cond("B", "False", "Broke")], 2, "t2")
+    assert new[0]["lastTransitionTime"] == "t1" and new[0]["observedGeneration"] == 2
+    assert new[1]["lastTransitionTime"] == "t2"
+    assert aggregate([Cond("A", "True", "Ok"), Cond("B", "Unknown", "Waiting", "w")]) == Cond(
+        "Ready", "Unknown", "Waiting", "B: w"
+    )
+    assert aggregate([Cond("A", "Unknown", "W"), Cond("B", "False", "Broke", "b")]).status == "False"
+    assert aggregate([Cond("A", "True", "Ok")], ready_reason="Running").reason == "Running"
+
+
+def test_runner_serialises_and_coalesces_triggers():
+    calls: list[tuple[str, str, str]] = []
+    running = threading.Lock()
+    overlaps = []
+
+    def reconcile(kind: str, ns: str, name: str) -> None:
+        if not running.acquire(blocking=False):
+            overlaps.append(name)
+            return
+        try:
+            calls.append((kind, ns, name))
+            time.sleep(0.05)
+        finally:
+            running.release()
+
+    async def scenario() -> None:
+        runner = KeyedRunner(reconcile)
+        key = ("Speculator", "ns", "a")
+        for _ in range(20):
+            runner.trigger(key)
+        await asyncio.sleep(0.01)
+        for _ in range(20):
+            runner.trigger(key)  # while the first run is in progress: one more run, not twenty
+        await runner.run_now(key)
+        await runner.idle()
+
+    asyncio.run(scenario())
+    assert overlaps == []
+    assert 2 <= len(calls) <= 3
+
+
+def test_runner_retries_failures_with_backoff():
+    attempts = []
+
+    def reconcile(kind: str, ns: str, name: str) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RuntimeError("API server hiccup")
+
+    async def scenario() -> None:
+        runner = KeyedRunner(reconcile, backoff=(0.01, 0.02))
+        runner.trigger(("SpeculatorTraining", "ns", "t"))
+        await runner.idle()
+
+    asyncio.run(scenario())
+    assert len(attempts) == 3
+
+
+def test_run_now_propagates_errors_to_kopf():
+    def reconcile(kind: str, ns: str, name: str) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        asyncio.run(KeyedRunner(reconcile).run_now(("Speculator", "ns", "x")))
+
+
+def test_peering_rule_matches_kopf():
+    from datetime import UTC, datetime
+
+    from speculators_operator.handlers.peering import blocking_peers
+
+    now = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    status = {
+        "me": {"priority": 0, "lifetime": 60, "lastseen": "2026-01-01T00:00:30+00:00"},
+        "higher": {"priority": 10, "lifetime": 60, "lastseen": "2026-01-01T00:00:30+00:00"},
+        "dead-higher": {"priority": 10, "lifetime": 60, "lastseen": "2025-12-31T23:00:00+00:00"},
+        "lower": {"priority": -5, "lifetime": 60, "lastseen": "2026-01-01T00:00:30+00:00"},
+        "same": {"priority": 0, "lifetime": 60, "lastseen": "2026-01-01T00:00:59+00:00"},
+    }
+    assert sorted(blocking_peers(status, "me", 0, now)) == ["higher", "same"]
+    assert blocking_peers(status, "higher", 10, now) == []

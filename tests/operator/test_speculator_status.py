@@ -1,0 +1,211 @@
+"""The Speculator's decisions (pure): draft resolution, trainingRef waiting, Deployment health, acceptance."""
+
+from __future__ import annotations
+
+import json
+
+from spd_testlib import FIXTURE_METRICS, LATER, NOW, as_observed_job, speculator, terminated_pod
+
+from speculators_operator.metrics.acceptance import counters_from_text
+from speculators_operator.metrics.scraper import ScrapeResult, Target
+from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.render.speculator import SpeculatorContext, resolve_job
+from speculators_operator.status.conditions import find
+from speculators_operator.status.speculator import SpeculatorObserved, derive_speculator
+
+INSPECT = {
+    "algorithm": "eagle3",
+    "method": "eagle3",
+    "speculative_tokens": 3,
+    "verifier": "meta-llama/x",
+    "vocab_size": 128256,
+    "draft_vocab_size": 32000,
+    "params": 1000,
+}
+
+
+def _cond(plan, type_):
+    return find(plan.status["conditions"], type_)
+
+
+def _resolve_done(body, summary=INSPECT, state="Complete"):
+    job = as_observed_job(resolve_job(SpeculatorContext.of(body)), state)
+    exit_code = 0 if state == "Complete" else 3
+    pod = terminated_pod(
+        "llama-spd-resolve",
+        "inspect",
+        exit_code=exit_code,
+        message=json.dumps(summary) if isinstance(summary, dict) else summary,
+    )
+    return job, [pod]
+
+
+def _deployment(replicas=1, ready=1, updated=1, generation=1, observed=1):
+    return {
+        "metadata": {"name": "llama-spd-vllm", "generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+        },
+    }
+
+
+def test_uri_draft_without_method_runs_the_resolve_job_first():
+    body = speculator()
+    plan = derive_speculator(body, SpeculatorObserved(), now=NOW)
+    assert [o["metadata"]["name"] for o in plan.create] == ["llama-spd-resolve"]
+    assert plan.apply == []  # no Deployment before method and k are known
+    assert plan.status["phase"] == "ResolvingDraft"
+    assert _cond(plan, "DraftResolved")["status"] == "Unknown"
+    assert _cond(plan, "DeploymentReady")["reason"] == "WaitingForDraft"
+    assert _cond(plan, "Ready")["status"] == "Unknown"
+
+
+def test_resolved_draft_is_deployed_and_remembered_after_the_job_is_gone():
+    body = speculator(numSpeculativeTokens=5)  # k from spec wins; method from the draft
+    job, pods = _resolve_done(body)
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods), now=NOW)
+    assert [o["kind"] for o in plan.apply] == ["Deployment", "Service"]
+    assert plan.status["draft"] == {
+        "uri": "hf://RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3",
+        "method": "eagle3",
+        "numSpeculativeTokens": 5,
+    }
+    assert _cond(plan, "DraftResolved")["reason"] == "Resolved"
+    assert plan.status["phase"] == "Deploying"
+    spec_config = json.loads(plan.apply[0]["spec"]["template"]["spec"]["containers"][0]["args"][3])
+    assert spec_config["num_speculative_tokens"] == 5
+    body["status"] = plan.status
+    plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}), now=LATER)
+    assert plan.create == []  # the resolution is in status.draft; no new resolve Job
+    assert plan.status["phase"] == "Running"
+    assert _cond(plan, "Ready")["status"] == "True" and plan.status["url"] == "http://llama-spd.ns.svc:8000"
+    assert (
+        plan.status["selector"]
+        == "app.kubernetes.io/instance=llama-spd-vllm,speculators.ai/speculator=llama-spd"
+    )
+
+
+def test_resolve_failure_is_a_condition_with_the_cli_message():
+    body = speculator()
+    job, pods = _resolve_done(body, summary="error: config.json is not a speculators config", state="Failed")
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    cond = _cond(plan, "DraftResolved")
+    assert cond["status"] == "False" and cond["reason"] == "ResolveFailed"
+    assert "not a speculators config" in cond["message"]
+    assert plan.status["phase"] == "Failed" and plan.apply == []
+    assert [e.type for e in plan.events] == ["Warning"]
+
+
+def test_unservable_method_from_the_draft():
+    body = speculator()
+    job, pods = _resolve_done(body, summary={**INSPECT, "method": "mtp", "algorithm": "mtp"})
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    assert _cond(plan, "DraftResolved")["reason"] == "UnsupportedMethod"
+
+
+def test_training_ref_waits_then_deploys_from_the_training_output():
+    body = speculator(draft={"trainingRef": {"name": "llama"}})
+    plan = derive_speculator(body, SpeculatorObserved(training=None))
+    assert plan.status["phase"] == "WaitingForTraining"
+    assert _cond(plan, "TrainingReady")["reason"] == "TrainingNotFound"
+    assert _cond(plan, "TrainingReady")["status"] == "Unknown" and plan.create == [] and plan.apply == []
+    training = {"status": {"phase": "Training"}}
+    plan = derive_speculator(body, SpeculatorObserved(training=training))
+    assert _cond(plan, "TrainingReady")["reason"] == "TrainingInProgress"
+    training = {
+        "status": {
+            "phase": "Succeeded",
+            "output": {
+                "uri": "pvc://llama-workspace/llama/model",
+                "method": "eagle3",
+                "numSpeculativeTokens": 3,
+            },
+        }
+    }
+    plan = derive_speculator(body, SpeculatorObserved(training=training))
+    assert _cond(plan, "TrainingReady")["status"] == "True"
+    assert _cond(plan, "DraftResolved")["reason"] == "FromTraining"
+    dep = plan.apply[0]
+    pod = dep["spec"]["template"]["spec"]
+    assert {
+        "name": "pvc-llama-workspace",
+        "persistentVolumeClaim": {"claimName": "llama-workspace", "readOnly": True},
+    } in pod["volumes"]
+    assert json.loads(pod["containers"][0]["args"][3])["model"] == "/mnt/pvc/llama-workspace/llama/model"
+    failed = {
+        "status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False", "message": "x"}]}
+    }
+    plan = derive_speculator(body, SpeculatorObserved(training=failed))
+    assert _cond(plan, "TrainingReady")["status"] == "False" and plan.status["phase"] == "Failed"
+
+
+def test_crashlooping_pods_degrade_the_speculator():
+    body = speculator(method="eagle3", numSpeculativeTokens=3)
+    pod = {
+        "metadata": {"name": "llama-spd-vllm-abc-1"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}},
+                }
+            ]
+        },
+    }
+    plan = derive_speculator(
+        body, SpeculatorObserved(deployment=_deployment(ready=0), pods=[pod], service={})
+    )
+    cond = _cond(plan, "DeploymentReady")
+    assert cond["status"] == "False" and cond["reason"] == "CrashLoopBackOff"
+    assert plan.status["phase"] == "Degraded" and _cond(plan, "Ready")["status"] == "False"
+
+
+def test_kserve_backend_is_reported_not_supported():
+    plan = derive_speculator(
+        speculator(method="eagle3", numSpeculativeTokens=3, backend="kserve"), SpeculatorObserved()
+    )
+    assert _cond(plan, "DeploymentReady")["reason"] == "BackendNotSupported" and plan.apply == []
+
+
+def _store_with(text_by_time):
+    store = MetricsStore()
+    target = Target("llama-spd-vllm-abc-1", "http://x/metrics", "uid/0", started_at=0.0)
+    for t, text in text_by_time:
+        store.record_scrape(("ns", "llama-spd"), 300, [ScrapeResult(target, counters_from_text(text))], t)
+    return store.get(("ns", "llama-spd"))
+
+
+def test_acceptance_is_written_only_when_it_changes():
+    fixture = FIXTURE_METRICS.read_text()
+    body = speculator(method="eagle3", numSpeculativeTokens=3)
+    observed = SpeculatorObserved(
+        deployment=_deployment(), service={}, acceptance=_store_with([(1000.0, "")])
+    )
+    plan = derive_speculator(body, observed)
+    assert _cond(plan, "MetricsAvailable")["reason"] == "Waiting"
+    assert "acceptance" not in plan.status
+    doubled = fixture.replace("1000.0", "2000.0").replace("3000.0", "6000.0").replace("1788.0", "3576.0")
+    doubled = doubled.replace(" 796.0", " 1592.0").replace(" 579.0", " 1158.0").replace(" 413.0", " 826.0")
+    observed.acceptance = _store_with([(1000.0, fixture), (1030.0, doubled)])
+    plan = derive_speculator(body, observed)
+    acc = plan.status["acceptance"]
+    assert acc["acceptanceRate"] == 0.596 and acc["meanAcceptanceLength"] == 2.788
+    assert acc["perPosition"] == [0.796, 0.579, 0.413] and acc["pods"] == 1 and acc["source"] == "pods"
+    assert acc["lastScrapeTime"] == "1970-01-01T00:17:10Z"
+    met = _cond(plan, "MetricsAvailable")
+    assert met["status"] == "True" and _cond(plan, "Ready")["status"] == "True"
+    body["status"] = plan.status
+    # The next scrape sees no new traffic... same window numbers: status (and lastScrapeTime) unchanged.
+    observed.acceptance = _store_with([(1000.0, fixture), (1030.0, doubled), (1060.0, doubled)])
+    plan = derive_speculator(body, observed)
+    assert plan.status["acceptance"] == acc
+
+
+def test_metrics_do_not_gate_ready():
+    body = speculator(method="eagle3", numSpeculativeTokens=3, metrics={"enabled": False})
+    plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}))
+    assert _cond(plan, "MetricsAvailable")["reason"] == "Disabled"
+    assert _cond(plan, "Ready")["status"] == "True"
