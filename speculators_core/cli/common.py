@@ -59,11 +59,7 @@ def write_summary(path: str | os.PathLike[str] | None, summary: dict[str, Any]) 
     """
     if not path:
         return
-    text = json.dumps(summary, separators=(",", ":"), sort_keys=True, default=str)
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        trimmed = {k: (v[:16] if isinstance(v, list) else v) for k, v in summary.items()}
-        trimmed["truncated"] = True
-        text = json.dumps(trimmed, separators=(",", ":"), sort_keys=True, default=str)[:TERMINATION_MESSAGE_LIMIT]
+    text = _fit_termination_message(summary)
     target = Path(path)
     if target.parent.as_posix() == "/dev" or target.is_char_device():
         # /dev/termination-log is a bind-mounted file; it cannot be replaced by rename.
@@ -74,6 +70,26 @@ def write_summary(path: str | os.PathLike[str] | None, summary: dict[str, Any]) 
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, target)
+
+
+def _fit_termination_message(summary: dict[str, Any]) -> str:
+    """Compact JSON under the termination-message limit; long lists are cut first, then extra keys."""
+
+    def dump(obj: dict[str, Any]) -> str:
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True, default=str)
+
+    text = dump(summary)
+    if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+        return text
+    trimmed = {k: (v[:16] if isinstance(v, list) else v) for k, v in summary.items()}
+    trimmed["truncated"] = True
+    # Drop the largest non-essential values until it fits; "step" identifies the summary and stays.
+    while len(dump(trimmed).encode()) > TERMINATION_MESSAGE_LIMIT:
+        droppable = [k for k in trimmed if k not in ("step", "truncated")]
+        if not droppable:
+            break
+        del trimmed[max(droppable, key=lambda k: len(dump({k: trimmed[k]})))]
+    return dump(trimmed)
 
 
 class Progress:
@@ -102,10 +118,9 @@ class Progress:
             if final:
                 self.stream.write("\n")
         else:
-            self.stream.write(
-                json.dumps({"event": "progress", "step": self.step, "done": self.done, "total": self.total, **fields})
-                + "\n"
-            )
+            record = {"event": "progress", "step": self.step, "done": self.done, "total": self.total}
+            record.update(fields)
+            self.stream.write(json.dumps(record) + "\n")
         self.stream.flush()
 
 

@@ -1,0 +1,68 @@
+"""Torch draft models in the speculators format.
+
+Public API:
+    Eagle3DraftModel, EagleDraftModel        models (forward = TTT unroll, propose = drafting)
+    load_draft_model(ref, verifier=None, ...) -> DraftModel     dispatch on speculators_model_type
+    build_eagle3_config(verifier_config, ...) -> Eagle3Config   upstream's training defaults
+    VerifierHead                             verifier logits over the draft vocabulary (training targets)
+    read_verifier_config, load_verifier_tensors
+    DraftOutput, Proposal
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from speculators_core.format import load_config
+from speculators_core.format.errors import FormatError
+from speculators_core.format.registry import get_speculator_type
+from speculators_core.models.base import CHECKPOINT_PATTERNS, DraftModel, DraftOutput, Proposal
+from speculators_core.models.eagle import EagleDraftModel
+from speculators_core.models.eagle3 import (
+    Eagle3DraftModel,
+    build_eagle3_config,
+    check_vocab_mapping,
+    default_aux_layer_ids,
+    t2d_from_d2t,
+)
+from speculators_core.models.hub import snapshot
+from speculators_core.models.verifier import VerifierHead, load_verifier_tensors, read_verifier_config
+
+MODEL_CLASSES: dict[str, type[DraftModel]] = {"eagle3": Eagle3DraftModel, "eagle": EagleDraftModel}
+
+
+def model_class_for(speculators_model_type: str) -> type[DraftModel]:
+    entry = get_speculator_type(speculators_model_type)
+    if entry.name not in MODEL_CLASSES:
+        raise FormatError(
+            f"speculators_model_type {entry.name!r} ({entry.description}) has no model in this release; "
+            f"loadable: {', '.join(sorted(MODEL_CLASSES))}"
+        )
+    return MODEL_CLASSES[entry.name]
+
+
+def load_draft_model(ref: str | os.PathLike[str], **kwargs: Any) -> DraftModel:
+    """Load any supported speculators checkpoint (local directory or hub id); kwargs as from_pretrained."""
+    directory = snapshot(ref, allow_patterns=CHECKPOINT_PATTERNS, revision=kwargs.get("revision"))
+    cls = model_class_for(load_config(directory).speculators_model_type)
+    return cls.from_pretrained(directory, **{k: v for k, v in kwargs.items() if k != "revision"})
+
+
+__all__ = [
+    "MODEL_CLASSES",
+    "DraftModel",
+    "DraftOutput",
+    "Eagle3DraftModel",
+    "EagleDraftModel",
+    "Proposal",
+    "VerifierHead",
+    "build_eagle3_config",
+    "check_vocab_mapping",
+    "default_aux_layer_ids",
+    "load_draft_model",
+    "load_verifier_tensors",
+    "model_class_for",
+    "read_verifier_config",
+    "t2d_from_d2t",
+]
