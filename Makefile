@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: setup control-plane compat demo test test-fast lint crds constraints clean
+.PHONY: setup control-plane compat demo test test-fast lint crds chart bundle constraints clean
 
 setup:                ## virtual environment with every extra (pinned)
 	@bash hack/setup-venv.sh
@@ -29,6 +29,12 @@ lint: setup
 
 crds: setup           ## regenerate crds/ from the pydantic models
 	@$(PY) -m speculators_operator.api.generate crds/
+
+chart: setup          ## regenerate the charts' generated parts (CRDs, Chart.yaml, RBAC, dashboard, argocd-cm) from their sources
+	@$(PY) -m release chart
+
+bundle: chart         ## regenerate bundle/ (OLM) from the chart, crds/ and examples/ (needs helm: make control-plane)
+	@$(PY) -m release bundle
 
 constraints: setup    ## refresh requirements/constraints.txt from the current venv
 	@{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v -i '^speculators'; } > requirements/constraints.txt.new && mv requirements/constraints.txt.new requirements/constraints.txt

@@ -293,6 +293,9 @@ class EmbeddedCluster:
             # Privileged pods pass the apiserver's own check, so a rejection can only come from PodSecurity
             # admission (enabled by default, like ServiceAccount, DefaultStorageClass, ResourceQuota …).
             "--allow-privileged=true",
+            # On top of the defaults, as on OpenShift: setting blockOwnerDeletion needs `update` on the
+            # owner's finalizers subresource, so a missing RBAC rule fails here and not only there.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             # The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints validation rejects.
             "--endpoint-reconciler-type=none",
             "--profiling=false",

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,9 @@ RESOURCES: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Pod": Resource("v1", "pods"),
     "Event": Resource("v1", "events"),
+    "InferenceService": Resource("serving.kserve.io/v1beta1", "inferenceservices"),
+    "ServingRuntime": Resource("serving.kserve.io/v1alpha1", "servingruntimes"),
+    "Route": Resource("route.openshift.io/v1", "routes"),
     c.TRAINING_KIND: Resource(c.API_VERSION, c.TRAINING_PLURAL),
     c.SPECULATOR_KIND: Resource(c.API_VERSION, c.SPECULATOR_PLURAL),
 }
@@ -71,8 +75,12 @@ class KubeError(Exception):
 class Kube:
     """One API client (thread-safe: urllib3's pool), shared by all reconciles."""
 
+    # Discovery answers are kept this long: KServe or Route CRDs installed later are noticed soon after.
+    DISCOVERY_TTL_SECONDS = 60.0
+
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
+        self._served: dict[str, tuple[float, bool]] = {}
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -117,6 +125,19 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def serves(self, kind: str) -> bool:
+        """Whether the API server serves this kind of RESOURCES (discovery of its group/version)."""
+        res = RESOURCES[kind]
+        now = time.monotonic()
+        cached = self._served.get(kind)
+        if cached is not None and now - cached[0] < self.DISCOVERY_TTL_SECONDS:
+            return cached[1]
+        base = "/api/v1" if res.api_version == "v1" else f"/apis/{res.api_version}"
+        found = self.get_path(base)
+        served = bool(found) and any(r.get("name") == res.plural for r in found.get("resources") or [])
+        self._served[kind] = (now, served)
+        return served
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

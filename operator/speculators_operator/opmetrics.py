@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics: reconciles, errors, latency per kind; acceptance per Speculator."""
+"""The operator's own Prometheus metrics: reconciles, errors, latency per kind; acceptance per Speculator;
+training progress."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ PER_POSITION = Gauge(
 DRAFT_TOKENS = Gauge(
     "speculators_window_draft_tokens", "Draft tokens proposed in the window.", ["namespace", "speculator"]
 )
+TRAINING_PROGRESS = Gauge(
+    "speculators_training_progress_percent",
+    "status.progress.percent of each SpeculatorTraining.",
+    ["namespace", "training"],
+)
 PHASE = Gauge(
     "speculators_operator_resource_phase",
     "1 for the current phase of each resource.",
@@ -71,6 +77,13 @@ def forget_acceptance(namespace: str, name: str) -> None:
         _remove(gauge, namespace, name)
     for i in range(_positions.pop((namespace, name), 0)):
         _remove(PER_POSITION, namespace, name, str(i))
+
+
+def set_progress(namespace: str, name: str, percent: float | None) -> None:
+    if percent is None:
+        _remove(TRAINING_PROGRESS, namespace, name)
+    else:
+        TRAINING_PROGRESS.labels(namespace, name).set(percent)
 
 
 def set_phase(kind: str, namespace: str, name: str, phase: str | None) -> None:

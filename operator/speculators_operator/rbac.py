@@ -1,8 +1,9 @@
 """The permissions the operator needs, as data: the Helm chart and OLM bundle render their ClusterRole from
 this list, docs/operator.md explains it, and a cluster test runs the operator under exactly these rules.
 
-Least privilege: no secrets (Secrets reach pods by envFrom; the operator never reads them), no delete of
-anything but Jobs (children go through garbage collection), no write to pods.
+Least privilege: no secrets (Secrets reach pods by envFrom; the operator never reads them), no delete but
+of Jobs and of children a spec change makes obsolete (switched backend, route off; everything else goes
+through garbage collection), no write to pods.
 """
 
 from __future__ import annotations
@@ -54,6 +55,32 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["services"],
         ["get", "create", "patch"],
         "the Speculator's Service and the headless training Service",
+    ),
+    (["apps"], ["deployments"], ["delete"], "the vLLM Deployment of a Speculator switched to backend kserve"),
+    ([""], ["services"], ["delete"], "the Service of a Speculator switched to backend kserve"),
+    (
+        ["serving.kserve.io"],
+        ["inferenceservices"],
+        ["get", "list", "watch", "create", "patch", "delete"],
+        "backend kserve: the InferenceService (server-side apply; deleted when switched back)",
+    ),
+    (
+        ["serving.kserve.io"],
+        ["servingruntimes"],
+        ["get", "create", "patch", "delete"],
+        "backend kserve: the vLLM ServingRuntime (server-side apply; deleted when switched back)",
+    ),
+    (
+        ["route.openshift.io"],
+        ["routes"],
+        ["get", "list", "watch", "create", "patch", "delete"],
+        "spec.route: the Route and its admitted host (deleted when spec.route is switched off)",
+    ),
+    (
+        ["route.openshift.io"],
+        ["routes/custom-host"],
+        ["create"],
+        "spec.route.host: OpenShift checks this to let a Route set its own host",
     ),
     ([""], ["persistentvolumeclaims"], ["get", "create"], "workspace and model-cache claims"),
     ([""], ["pods"], ["get", "list", "watch"], "termination messages of Job pods; vLLM pod IPs to scrape"),

@@ -163,11 +163,13 @@ def test_crashlooping_pods_degrade_the_speculator():
     assert plan.status["phase"] == "Degraded" and _cond(plan, "Ready")["status"] == "False"
 
 
-def test_kserve_backend_is_reported_not_supported():
+def test_kserve_backend_without_kserve_on_the_cluster_fails():
+    """(backend kserve with KServe installed: tests/ship/test_kserve_status.py)"""
     plan = derive_speculator(
         speculator(method="eagle3", numSpeculativeTokens=3, backend="kserve"), SpeculatorObserved()
     )
-    assert _cond(plan, "DeploymentReady")["reason"] == "BackendNotSupported" and plan.apply == []
+    assert _cond(plan, "DeploymentReady")["reason"] == "KServeNotInstalled" and plan.apply == []
+    assert plan.status["phase"] == "Failed" and _cond(plan, "Ready")["status"] == "False"
 
 
 def _store_with(text_by_time):

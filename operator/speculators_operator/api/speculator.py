@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 from annotated_types import MaxLen
 from pydantic import Field
 
-from speculators_operator.api.base import DNS1035_LABEL, K8sModel, Quantity, cel, re2, rule, secret_name_field
+from speculators_operator.api.base import (
+    DNS1035_LABEL,
+    DNS1123_SUBDOMAIN,
+    K8sModel,
+    Quantity,
+    cel,
+    re2,
+    rule,
+    secret_name_field,
+)
 from speculators_operator.api.common import (
     SOURCE_URI_RULE,
     URI_MAX,
@@ -190,6 +199,25 @@ class MetricsSpec(K8sModel):
     )
 
 
+class RouteSpec(K8sModel):
+    """An OpenShift Route to the Speculator (edge TLS); only on clusters that serve route.openshift.io."""
+
+    enabled: bool = Field(
+        default=False, description="Create Route <name>; status.url becomes its admitted host."
+    )
+    host: str | None = Field(
+        default=None,
+        description="Host of the Route (default: the router's generated host; needs routes/custom-host).",
+        max_length=253,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1123_SUBDOMAIN)})",
+                "host must be a DNS name (lowercase DNS-1123 subdomain)",
+            )
+        ),
+    )
+
+
 class ServingSpec(K8sModel):
     """Everything about serving but the verifier and draft (shared with SpeculatorTraining.spec.deploy)."""
 
@@ -204,7 +232,11 @@ class ServingSpec(K8sModel):
         le=16,
     )
     backend: Literal["deployment", "kserve"] = Field(
-        default="deployment", description="deployment: a Deployment + Service; kserve: not supported yet."
+        default="deployment",
+        description=(
+            "deployment: a Deployment + Service; kserve: a KServe ServingRuntime + InferenceService "
+            "(deployment mode Standard; listed in the OpenShift AI dashboard)."
+        ),
     )
     vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings.")
     replicas: int = Field(
@@ -217,7 +249,12 @@ class ServingSpec(K8sModel):
     scheduling: Scheduling | None = Field(
         default=None, description="Node selection and priority of the pods."
     )
-    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The Service in front of vLLM.")
+    service: ServiceSpec = Field(
+        default_factory=ServiceSpec, description="The Service in front of vLLM (backend deployment)."
+    )
+    route: RouteSpec = Field(
+        default_factory=RouteSpec, description="An OpenShift Route (route.openshift.io)."
+    )
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Model cache volume mounted at /models.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Acceptance metrics in status.")
     startup_timeout_seconds: int = Field(
@@ -283,10 +320,16 @@ class SpeculatorStatus(K8sModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable and Ready (aggregate).",
+        description=(
+            "TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable, RouteAdmitted and Ready "
+            "(aggregate of the first three)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    url: str | None = Field(default=None, description="In-cluster URL of the OpenAI-compatible API.")
+    url: str | None = Field(
+        default=None,
+        description="URL of the OpenAI-compatible API: the admitted Route's, else KServe's or the Service's.",
+    )
     replicas: int | None = Field(default=None, description="Pods of the vLLM Deployment.")
     ready_replicas: int | None = Field(default=None, description="Ready vLLM pods.")
     updated_replicas: int | None = Field(default=None, description="vLLM pods running the current spec.")

@@ -2,7 +2,8 @@
 
 - create/update/resume of a CR: reconcile now (Kopf retries failures, progress under speculators.ai/*);
 - watch events of the CRs: keep the registry for the periodic loops; wake dependents;
-- watch events of our Jobs, Pods and Deployments (server-side label selector): wake their owner.
+- watch events of our Jobs, Pods, Deployments, InferenceServices and Routes (server-side label selector):
+  wake their owner.
 No delete handlers, timers or daemons: ownerReferences + garbage collection delete the children, and
 nothing here needs a finalizer, so deletion never waits for the operator.
 """
@@ -49,7 +50,13 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
-    for group, plural in (("batch", "jobs"), ("", "pods"), ("apps", "deployments")):
+    for group, plural in (
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("apps", "deployments"),
+        ("serving.kserve.io", "inferenceservices"),
+        ("route.openshift.io", "routes"),
+    ):
         key = (group, plural) if group else plural
         settings.watching.label_selectors[key] = OURS
 
@@ -148,4 +155,17 @@ async def deployment_event(namespace: str, labels: Any, memo: Any, **_: Any) -> 
 
 @kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
 async def pod_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+# Watched only where the cluster serves them (Kopf skips kinds that are not installed).
+@kopf.on.event(
+    "serving.kserve.io", "v1beta1", "inferenceservices", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
+)
+async def inference_service_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event("route.openshift.io", "v1", "routes", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def route_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
     _wake_owner(memo, namespace, labels)

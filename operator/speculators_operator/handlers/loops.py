@@ -17,6 +17,7 @@ from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.kube import Kube
 from speculators_operator.metrics import prometheus, scraper
 from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.render.kserve import workload_name
 from speculators_operator.render.speculator import SpeculatorContext
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class MetricsLoop:
             if spec.source == "prometheus" and spec.prometheus_url:
                 try:
                     delta, pods = await prometheus.query_acceptance(
-                        spec.prometheus_url, ns, ctx.deployment_name, spec.window_seconds
+                        spec.prometheus_url, ns, workload_name(ctx), spec.window_seconds
                     )
                     state = self.store.record_query(key, spec.window_seconds, delta, pods, time.time())
                 except prometheus.PrometheusError as exc:

@@ -103,10 +103,12 @@ class Reconciler:
         body = self.kube.get(c.TRAINING_KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             opmetrics.set_phase(c.TRAINING_KIND, namespace, name, None)
+            opmetrics.set_progress(namespace, name, None)
             return
         plan = derive_training(body, self.observe_training(body), self.images)
         self.execute(body, plan)
         opmetrics.set_phase(c.TRAINING_KIND, namespace, name, plan.status.get("phase"))
+        opmetrics.set_progress(namespace, name, (plan.status.get("progress") or {}).get("percent"))
 
     # -- Speculator --------------------------------------------------------------------------------
 
@@ -125,6 +127,17 @@ class Reconciler:
         observed.deployment = dep if _owned_by(dep, body) else None
         svc = self.kube.get("Service", ns, name)
         observed.service = svc if _owned_by(svc, body) else None
+        # backend kserve, or what is left of it after a switch back (discovery first: no KServe, no get)
+        observed.kserve_served = self.kube.serves("InferenceService")
+        if observed.kserve_served:
+            isvc = self.kube.get("InferenceService", ns, name)
+            observed.inference_service = isvc if _owned_by(isvc, body) else None
+            runtime = self.kube.get("ServingRuntime", ns, f"{name}-vllm")
+            observed.serving_runtime = runtime if _owned_by(runtime, body) else None
+        observed.routes_served = self.kube.serves("Route")
+        if observed.routes_served:
+            route = self.kube.get("Route", ns, name)
+            observed.route = route if _owned_by(route, body) else None
         cache = spec.get("cache") or {}
         if cache.get("size") is not None and not cache.get("claimName"):
             observed.cache = self.kube.get("PersistentVolumeClaim", ns, f"{name}-cache")

@@ -13,10 +13,16 @@ from typing import Any
 from speculators_operator.api.common import ModelSource
 from speculators_operator.metrics.acceptance import same_values
 from speculators_operator.metrics.store import AcceptanceState
+from speculators_operator.render import kserve as render_kserve
+from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
+from speculators_operator.status import kserve as kserve_status
+from speculators_operator.status import route as route_status
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
 from speculators_operator.status.jobs import observe_job, parse_summary
 from speculators_operator.status.plan import Event, Plan, phase_events
+
+KSERVE_MISSING = "KServeNotInstalled"
 
 # Pod waiting reasons that mean "broken", not "starting".
 BAD_WAITING = {
@@ -40,6 +46,13 @@ class SpeculatorObserved:
     cache: dict[str, Any] | None = None  # the cache PVC, when the operator creates it
     pods: list[dict[str, Any]] = field(default_factory=list)  # vLLM pods
     acceptance: AcceptanceState | None = None
+    # backend kserve (and a Deployment/Service left from backend deployment, or the reverse)
+    kserve_served: bool = False  # the cluster serves serving.kserve.io InferenceService (discovery)
+    inference_service: dict[str, Any] | None = None
+    serving_runtime: dict[str, Any] | None = None
+    # spec.route
+    routes_served: bool = False  # the cluster serves route.openshift.io Route (discovery)
+    route: dict[str, Any] | None = None
 
 
 def _draft_from_training(
@@ -139,11 +152,8 @@ def _resolve(
     )
 
 
-def _deployment_condition(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> Cond:
-    dep = observed.deployment
-    name = ctx.deployment_name
-    if dep is None:
-        return Cond("DeploymentReady", "Unknown", "Creating", f"creating Deployment {name}")
+def _pod_failure(observed: SpeculatorObserved) -> Cond | None:
+    """A vLLM pod whose (init) container is stuck in a broken state, whatever the backend."""
     for pod in observed.pods:
         status = pod.get("status") or {}
         for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
@@ -153,6 +163,28 @@ def _deployment_condition(ctx: render.SpeculatorContext, observed: SpeculatorObs
                 detail = f"{waiting['reason']} {waiting.get('message', '')}"
                 text = f"pod {pod_name} container {cs.get('name')}: {detail}"
                 return Cond("DeploymentReady", "False", waiting["reason"], text.strip())
+    return None
+
+
+def _pod_counts(pods: list[dict[str, Any]]) -> tuple[int, int]:
+    """(pods, ready pods) of the vLLM pods KServe runs (no Deployment status of ours to read)."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = [
+        p
+        for p in live
+        if (find((p.get("status") or {}).get("conditions"), "Ready") or {}).get("status") == "True"
+    ]
+    return len(live), len(ready)
+
+
+def _deployment_condition(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> Cond:
+    dep = observed.deployment
+    name = ctx.deployment_name
+    if dep is None:
+        return Cond("DeploymentReady", "Unknown", "Creating", f"creating Deployment {name}")
+    failure = _pod_failure(observed)
+    if failure is not None:
+        return failure
     st = dep.get("status") or {}
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
@@ -239,37 +271,72 @@ def derive_speculator(
         draft_cond, draft = _resolve(ctx, observed, previous, plan)
     conds.append(draft_cond)
 
-    if spec.backend == "kserve":
+    kserve = spec.backend == "kserve"
+    # Children of the other backend (the backend was switched): deleted, not left running on GPUs.
+    stale = (
+        [observed.inference_service, observed.serving_runtime]
+        if not kserve
+        else [observed.deployment, observed.service]
+    )
+    plan.delete += [obj for obj in stale if obj is not None]
+    if kserve and not observed.kserve_served:
         deploy_cond = Cond(
             "DeploymentReady",
             "False",
-            "BackendNotSupported",
-            "backend kserve is not supported yet; use deployment",
+            KSERVE_MISSING,
+            "backend kserve needs KServe: the cluster does not serve serving.kserve.io/v1beta1 "
+            "InferenceService",
         )
     elif draft is None:
+        what = "InferenceService" if kserve else "Deployment"
         deploy_cond = Cond(
             "DeploymentReady",
             "Unknown",
             "WaitingForDraft",
-            "the Deployment is created once the draft is known",
+            f"the {what} is created once the draft is known",
         )
     else:
         pvc = render.cache_pvc(ctx)
         if pvc and observed.cache is None:
             plan.create.append(pvc)
-        plan.apply.append(render.deployment(ctx, draft))
-        plan.apply.append(render.service(ctx))
-        deploy_cond = _deployment_condition(ctx, observed)
+        if kserve:
+            plan.apply.append(render_kserve.serving_runtime(ctx, draft))
+            plan.apply.append(render_kserve.inference_service(ctx, draft))
+            deploy_cond = kserve_status.deployment_condition(
+                ctx, observed.inference_service, _pod_failure(observed)
+            )
+        else:
+            plan.apply.append(render.deployment(ctx, draft))
+            plan.apply.append(render.service(ctx))
+            deploy_cond = _deployment_condition(ctx, observed)
     conds.append(deploy_cond)
 
-    ready = aggregate(conds, ready_reason="Running", ready_message=f"serving at {render.service_url(ctx)}")
+    route_cond: Cond | None = None
+    if spec.route.enabled:
+        if observed.routes_served and draft is not None and deploy_cond.reason != KSERVE_MISSING:
+            plan.apply.append(render_route.route(ctx))
+        route_cond = route_status.route_condition(
+            observed.route, served=observed.routes_served, name=ctx.name
+        )
+    elif observed.route is not None:
+        plan.delete.append(observed.route)  # spec.route was switched off
+    url = route_status.public_url(observed.route) if spec.route.enabled else None
+    if url is None:
+        if kserve:
+            url = kserve_status.url(observed.inference_service)
+        elif observed.service is not None:
+            url = render.service_url(ctx)
+
+    ready = aggregate(
+        conds, ready_reason="Running", ready_message=f"serving at {url or render.service_url(ctx)}"
+    )
     metrics_cond, acceptance = _metrics(ctx, observed, previous, now)
 
     status: dict[str, Any] = {"observedGeneration": generation}
     if (
         (training_cond and training_cond.status == "False")
         or draft_cond.status == "False"
-        or spec.backend == "kserve"
+        or deploy_cond.reason == KSERVE_MISSING
     ):
         phase = "Failed"
     elif training_cond and draft is None:
@@ -283,14 +350,21 @@ def derive_speculator(
     else:
         phase = "Deploying"
     status["phase"] = phase
-    status["conditions"] = merge(previous.get("conditions"), [*conds, metrics_cond, ready], generation, now)
+    extra = [route_cond] if route_cond else []
+    status["conditions"] = merge(
+        previous.get("conditions"), [*conds, metrics_cond, *extra, ready], generation, now
+    )
     status["selector"] = render.selector_string(ctx)
-    dep_status = (observed.deployment or {}).get("status") or {}
-    status["replicas"] = dep_status.get("replicas") or 0
-    status["readyReplicas"] = dep_status.get("readyReplicas") or 0
-    status["updatedReplicas"] = dep_status.get("updatedReplicas") or 0
-    if observed.service is not None:
-        status["url"] = render.service_url(ctx)
+    if kserve:
+        total, ready_pods = _pod_counts(observed.pods)
+        status["replicas"], status["readyReplicas"], status["updatedReplicas"] = total, ready_pods, total
+    else:
+        dep_status = (observed.deployment or {}).get("status") or {}
+        status["replicas"] = dep_status.get("replicas") or 0
+        status["readyReplicas"] = dep_status.get("readyReplicas") or 0
+        status["updatedReplicas"] = dep_status.get("updatedReplicas") or 0
+    if url is not None:
+        status["url"] = url
     if draft is not None:
         status["draft"] = {
             "uri": draft.source.uri,

@@ -1,0 +1,230 @@
+"""Children of a Speculator with `backend: kserve`: a KServe ServingRuntime and InferenceService.
+
+OpenShift AI lists only KServe InferenceServices (labelled opendatahub.io/dashboard=true) in its dashboard,
+so this backend replaces the Deployment and Service with:
+
+- ServingRuntime `<name>-vllm`: the vLLM container with the whole `vllm serve <verifier>
+  --speculative-config '{...}'` command line (one runtime per Speculator: the draft is part of it),
+  restricted securityContext, writable caches under /scratch, a memory-backed /dev/shm, startup and
+  readiness probes on /v1/models;
+- InferenceService `<name>` in deployment mode Standard (a plain Deployment, no Knative): the predictor
+  names the runtime and the model format vLLM, its `storageUri` is the verifier (KServe's storage
+  initializer downloads or mounts it at /mnt/models, so the dashboard shows where the model comes from),
+  and the pod-level parts: security context, scheduling, the model cache, and the draft.
+
+The draft is not a second storage URI: KServe's `storageUris` needs KServe >= 0.16 (and Knative's
+init-container flag in Serverless mode), which OpenShift AI releases do not all ship. It is fetched by the
+same `speculators fetch` init container as with the Deployment backend (or mounted, for pvc://). A
+verifier with a secretRef is fetched that way too: KServe's storage initializer takes credentials only from
+the ServiceAccount's secrets, and this operator passes a Secret to pods by reference (envFrom) only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from speculators_core.sources import parse_source
+from speculators_operator import constants as c
+from speculators_operator.render import common as r
+from speculators_operator.render.speculator import (
+    PROBE_PERIOD_SECONDS,
+    ResolvedDraft,
+    SpeculatorContext,
+    pod_selector,
+    vllm_argv,
+)
+
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
+MODEL_FORMAT = "vLLM"
+# Where KServe's storage initializer puts (or mounts) predictor.model.storageUri.
+KSERVE_MODEL_DIR = "/mnt/models"
+# KServe's own container name: it merges the predictor's model container into the runtime's by this name.
+CONTAINER = "kserve-container"
+
+DASHBOARD_LABEL = "opendatahub.io/dashboard"
+DISPLAY_NAME = "openshift.io/display-name"
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+STOP = "serving.kserve.io/stop"
+
+
+def runtime_name(ctx: SpeculatorContext) -> str:
+    return f"{ctx.name}-vllm"
+
+
+def predictor_service_name(ctx: SpeculatorContext) -> str:
+    """The Service KServe creates for the predictor in Standard mode."""
+    return f"{ctx.name}-predictor"
+
+
+def workload_name(ctx: SpeculatorContext) -> str:
+    """The Deployment whose pods serve: ours (<name>-vllm), or KServe's predictor (<name>-predictor)."""
+    return predictor_service_name(ctx) if ctx.spec.backend == "kserve" else ctx.deployment_name
+
+
+def display_name(ctx: SpeculatorContext) -> str:
+    """The dashboard's name: the Speculator's own openshift.io/display-name annotation, else its name."""
+    annotations = ctx.body["metadata"].get("annotations") or {}
+    return annotations.get(DISPLAY_NAME) or ctx.name
+
+
+def _labels(ctx: SpeculatorContext, component: str, instance: str) -> dict[str, str]:
+    labels = r.labels(c.APP_SPECULATOR, component, instance, c.LABEL_SPECULATOR, ctx.name)
+    labels[DASHBOARD_LABEL] = "true"
+    return labels
+
+
+def verifier_storage_uri(ctx: SpeculatorContext) -> str | None:
+    """The verifier as KServe storage URI, or None when our init container must fetch it (secretRef)."""
+    verifier = ctx.spec.verifier
+    if verifier.secret_ref is not None:
+        return None
+    source = parse_source(verifier.uri)
+    if source.scheme == "hf" and verifier.revision:
+        return f"{verifier.uri}:{verifier.revision}"  # KServe's hf://org/name:revision form
+    return verifier.uri
+
+
+def _pod_parts(ctx: SpeculatorContext, draft: ResolvedDraft) -> tuple[r.PodParts, str, str]:
+    """Volumes, mounts and init containers for verifier and draft; (parts, verifier path, draft path)."""
+    parts = r.PodParts()
+    models = {"name": "models", "mountPath": c.MODELS_MOUNT}
+    claim = ctx.cache_claim
+    volume = (
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+        if claim
+        else {"name": "models", "emptyDir": {}}
+    )
+    parts.add_volume(volume, models)
+    pull = "IfNotPresent"
+    if verifier_storage_uri(ctx) is None:
+        verifier_path = r.place_source(
+            parts,
+            ctx.spec.verifier,
+            role="verifier",
+            dest=f"{c.MODELS_MOUNT}/verifier",
+            image=ctx.images.runtime,
+            pull_policy=pull,
+            dest_mounts=[models],
+        )
+    else:
+        verifier_path = KSERVE_MODEL_DIR
+    draft_path = r.place_source(
+        parts,
+        draft.source,
+        role="draft",
+        dest=f"{c.MODELS_MOUNT}/draft",
+        image=ctx.images.runtime,
+        pull_policy=pull,
+        dest_mounts=[models],
+    )
+    return parts, verifier_path, draft_path
+
+
+def _probe(path: str, *, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": PROBE_PERIOD_SECONDS,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+    spec = ctx.spec
+    parts, verifier_path, draft_path = _pod_parts(ctx, draft)
+    argv = vllm_argv(ctx, verifier_path, draft_path, draft)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": ctx.vllm_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": argv[:1],
+        "args": argv[1:],
+        "env": [*r.scratch_env(), *(e.wire() for e in spec.vllm.env)],
+        "ports": [{"name": "http", "containerPort": spec.vllm.port, "protocol": "TCP"}],
+        # Weights load for minutes: only the startup probe waits that long (startupTimeoutSeconds).
+        "startupProbe": _probe(
+            "/v1/models",
+            failure_threshold=max(1, math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
+        ),
+        "readinessProbe": _probe("/v1/models", failure_threshold=3),
+        "livenessProbe": _probe("/health", failure_threshold=6),
+        "securityContext": r.container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [*r.base_mounts(), *parts.mounts],
+    }
+    name = runtime_name(ctx)
+    annotations = {
+        DISPLAY_NAME: f"vLLM with speculative decoding ({display_name(ctx)})",
+        "opendatahub.io/recommended-accelerators": '["nvidia.com/gpu"]',
+        "opendatahub.io/apiProtocol": "REST",
+    }
+    return {
+        "apiVersion": RUNTIME_API_VERSION,
+        "kind": "ServingRuntime",
+        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "vllm", name), annotations),
+        "spec": {
+            "supportedModelFormats": [{"name": MODEL_FORMAT, "autoSelect": False}],
+            "multiModel": False,
+            "annotations": {
+                "prometheus.kserve.io/port": str(spec.vllm.port),
+                "prometheus.kserve.io/path": "/metrics",
+            },
+            "containers": [container],
+            "volumes": r.base_volumes(),
+        },
+    }
+
+
+def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+    spec = ctx.spec
+    parts, _, _ = _pod_parts(ctx, draft)
+    pod_labels = {**_labels(ctx, "vllm", ctx.deployment_name), **pod_selector(ctx)}
+    pod_labels.pop(DASHBOARD_LABEL)
+    template_meta = r.pod_template_metadata(
+        pod_labels,
+        spec.pod_metadata,
+        {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(spec.vllm.port),
+            "prometheus.io/path": "/metrics",
+        },
+    )
+    model: dict[str, Any] = {
+        "modelFormat": {"name": MODEL_FORMAT},
+        "runtime": runtime_name(ctx),
+        "resources": r.resources(spec.resources, r.gpu_limits(spec.vllm.tensor_parallel_size)),
+    }
+    storage_uri = verifier_storage_uri(ctx)
+    if storage_uri:
+        model["storageUri"] = storage_uri
+    replicas = max(spec.replicas, 1)
+    predictor: dict[str, Any] = {
+        "minReplicas": replicas,
+        "maxReplicas": replicas,
+        "labels": template_meta["labels"],
+        "annotations": template_meta.get("annotations", {}),
+        "securityContext": r.pod_security_context(spec.security_context),
+        "enableServiceLinks": False,
+        "volumes": parts.volumes,
+        "model": model,
+    }
+    if parts.init_containers:
+        predictor["initContainers"] = parts.init_containers
+    r.apply_scheduling(predictor, spec.scheduling)
+    annotations = {
+        DEPLOYMENT_MODE: "Standard",
+        DISPLAY_NAME: display_name(ctx),
+        # spec.replicas is the only scaling knob (the scale subresource); no HPA fights it.
+        AUTOSCALER_CLASS: "none",
+    }
+    if spec.replicas == 0:
+        annotations[STOP] = "true"  # KServe's way to run no pods (reported as the Stopped condition)
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": r.child_metadata(ctx.body, ctx.name, _labels(ctx, "service", ctx.name), annotations),
+        "spec": {"predictor": predictor},
+    }
