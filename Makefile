@@ -21,7 +21,7 @@ demo:                 ## the main job: control plane + operator + examples, on t
 test:                 ## the whole suite: unit, cluster, slow and compat tiers
 	@bash hack/test.sh
 
-test-fast: setup      ## unit tests only (no control plane, no compat venv)
+test-fast: setup control-plane  ## unit tests only (no cluster started, no compat venv; helm from the control-plane cache)
 	@$(PY) -m pytest -m "not cluster and not slow and not compat" -q
 
 lint: setup

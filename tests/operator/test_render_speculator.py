@@ -238,5 +238,5 @@ def test_resolve_job():
     ]
     assert fetch["envFrom"] == [{"secretRef": {"name": "hf"}}]
     (inspect,) = pod["containers"]
-    assert inspect["command"] == ["sh", "-c", 'exec speculators inspect "$0" --json > /dev/termination-log']
-    assert inspect["args"] == ["/models/draft"]
+    assert inspect["command"] == ["speculators", "inspect"]
+    assert inspect["args"] == ["/models/draft", "--json", "--summary-path", "/dev/termination-log"]

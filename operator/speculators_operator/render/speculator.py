@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import speculators_core.format  # noqa: F401  (loads first: serving <-> format.summary import each other)
 from speculators_core.serving import build_serve_argv
 from speculators_core.sources import parse_source
 from speculators_operator import constants as c
@@ -170,19 +169,16 @@ def resolve_job(ctx: SpeculatorContext) -> dict[str, Any]:
         pull_policy="IfNotPresent",
         dest_mounts=[models],
     )
-    # `inspect` prints to stdout and has no --summary-path; the shell puts its JSON where Kubernetes
-    # keeps it after the pod is gone ($0 keeps the path out of the script text).
+    # The JSON goes to the termination message, where Kubernetes keeps it after the pod is gone.
     container = r.cli_container(
         "inspect",
         ctx.images.runtime,
         "IfNotPresent",
         "inspect",
-        [],
+        [path, "--json", "--summary-path", c.TERMINATION_LOG],
         mounts=parts.mounts,
         resource_spec={"requests": {"cpu": "100m", "memory": "256Mi"}},
     )
-    container["command"] = ["sh", "-c", f'exec speculators inspect "$0" --json > {c.TERMINATION_LOG}']
-    container["args"] = [path]
     labels = _labels(ctx, "resolve", name)
     return {
         "apiVersion": "batch/v1",
