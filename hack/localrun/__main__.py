@@ -1,0 +1,5 @@
+import sys
+
+from localrun.runner import main
+
+sys.exit(main())
