@@ -6,6 +6,7 @@ permanent failures fail the Job at once, everything else is retried up to the ba
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 import os
@@ -129,3 +130,16 @@ def emit_json_line(record: dict[str, Any], stream: Any = None) -> None:
     stream = stream or sys.stdout
     stream.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
     stream.flush()
+
+
+def layer_ids_arg(text: str) -> list[int]:
+    """argparse type of --layer-ids / --aux-layer-ids: comma-separated verifier layer ids."""
+    try:
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated layer ids, e.g. 2,16,29"
+        ) from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected at least one layer id")
+    return ids

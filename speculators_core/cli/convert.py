@@ -6,22 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from speculators_core.cli.common import ExitCode, IncompatibleError, TransientError, UserError, write_summary
+from speculators_core.cli.common import (
+    ExitCode,
+    IncompatibleError,
+    TransientError,
+    UserError,
+    layer_ids_arg,
+    write_summary,
+)
 
 NAME = "convert"
 HELP = "convert a research EAGLE-3 or EAGLE-1/HASS checkpoint into the speculators format"
-
-
-def _layer_ids(text: str) -> list[int]:
-    try:
-        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected comma-separated layer ids, e.g. 2,16,29"
-        ) from None
-    if not ids:
-        raise argparse.ArgumentTypeError("expected at least one layer id")
-    return ids
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="eagle3: later steps are fed the post-norm state (default: from the source config, else false)",
     )
     parser.add_argument(
-        "--aux-layer-ids", type=_layer_ids, metavar="I,J,K", help="eagle3: verifier aux layer ids"
+        "--aux-layer-ids", type=layer_ids_arg, metavar="I,J,K", help="eagle3: verifier aux layer ids"
     )
     parser.add_argument(
         "--ignore-tensor",

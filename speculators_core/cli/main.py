@@ -34,7 +34,8 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speculators",
-        description="Train, convert, evaluate and inspect speculative-decoding draft models (speculators format).",
+        description="Train, convert, evaluate and inspect speculative-decoding draft models "
+        "(speculators format).",
     )
     parser.add_argument("--version", action="version", version=f"speculators {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

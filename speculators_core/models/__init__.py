@@ -4,6 +4,7 @@ Public API:
     Eagle3DraftModel, EagleDraftModel        models (forward = TTT unroll, propose = drafting)
     load_draft_model(ref, verifier=None, ...) -> DraftModel     dispatch on speculators_model_type
     build_eagle3_config(verifier_config, ...) -> Eagle3Config   upstream's training defaults
+    build_eagle_config(verifier_config, ...) -> EagleConfig     EAGLE-1/HASS layout for training
     VerifierHead                             verifier logits over the draft vocabulary (training targets)
     read_verifier_config, load_verifier_tensors
     DraftOutput, Proposal
@@ -18,7 +19,7 @@ from speculators_core.format import load_config
 from speculators_core.format.errors import FormatError
 from speculators_core.format.registry import get_speculator_type
 from speculators_core.models.base import CHECKPOINT_PATTERNS, DraftModel, DraftOutput, Proposal
-from speculators_core.models.eagle import EagleDraftModel
+from speculators_core.models.eagle import EagleDraftModel, build_eagle_config
 from speculators_core.models.eagle3 import (
     Eagle3DraftModel,
     build_eagle3_config,
@@ -58,6 +59,7 @@ __all__ = [
     "Proposal",
     "VerifierHead",
     "build_eagle3_config",
+    "build_eagle_config",
     "check_vocab_mapping",
     "default_aux_layer_ids",
     "load_draft_model",

@@ -15,15 +15,18 @@ lm_head(pre_lm_head_layernorm(x)); the next step is fed x (the predicted feature
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from speculators_core.format.eagle import EagleConfig
+from speculators_core.format.envelope import GreedyProposal, SpeculatorsConfig, VerifierInfo
 from speculators_core.format.errors import CheckpointError, IncompatibleError
 from speculators_core.models.attention import AttnImpl
 from speculators_core.models.base import DraftModel
+from speculators_core.models.eagle3 import draft_layer_config
 from speculators_core.models.layers import DecoderLayer, LayerCache, RMSNorm, StepContext
 from speculators_core.models.verifier import load_verifier_tensors
 
@@ -108,3 +111,30 @@ class EagleDraftModel(DraftModel):
     def attach_verifier(self, verifier: str | os.PathLike[str], *, revision: str | None = None) -> None:
         tensors = load_verifier_tensors(verifier, ["embed", "lm_head"], revision=revision)
         self.set_verifier_weights(tensors["embed"], tensors["lm_head"])
+
+
+def build_eagle_config(
+    verifier_config: Mapping[str, Any],
+    *,
+    verifier_name_or_path: str,
+    speculative_tokens: int = 3,
+    fusion_bias: bool = True,
+    layernorms: bool = False,
+    draft_arch: str = "llama",
+) -> EagleConfig:
+    """An EagleConfig (one decoder layer shaped after the verifier) for training. The default is HASS's
+    layout (fusion_fc with a bias, no extra layernorms); fusion_bias=False gives EAGLE-1/2's."""
+    vc = dict(verifier_config)
+    return EagleConfig(
+        transformer_layer_config=draft_layer_config(vc, num_layers=1, draft_arch=draft_arch),  # type: ignore[arg-type]
+        layernorms=layernorms,
+        fusion_bias=fusion_bias,
+        speculators_config=SpeculatorsConfig(
+            algorithm="eagle",
+            proposal_methods=[GreedyProposal(speculative_tokens=speculative_tokens)],
+            default_proposal_method="greedy",
+            verifier=VerifierInfo(
+                name_or_path=verifier_name_or_path, architectures=list(vc.get("architectures") or [])
+            ),
+        ),
+    )

@@ -269,29 +269,16 @@ def default_aux_layer_ids(num_verifier_layers: int) -> list[int]:
     return ids
 
 
-def build_eagle3_config(
+def draft_layer_config(
     verifier_config: Mapping[str, Any],
     *,
-    verifier_name_or_path: str,
-    num_layers: int = 1,
-    draft_vocab_size: int | None = None,
-    aux_layer_ids: Sequence[int] | None = None,
-    speculative_tokens: int = 3,
+    num_layers: int,
     draft_arch: str = "llama",
-    norm_before_residual: bool = True,
-    norm_before_fc: bool = True,
-    fc_norm: bool = False,
-    norm_output: bool = True,
     sliding_window: int | None = None,
     layer_overrides: Mapping[str, Any] | None = None,
-) -> Eagle3Config:
-    """An Eagle3Config shaped after a verifier's (text) config, with upstream 0.9.0's training defaults
-    (norm_before_residual, norm_before_fc and norm_output true; aux layers [2, n//2, n-3]).
-
-    The draft layer copies the verifier's hidden size, heads, head_dim, intermediate size, activation, rms
-    eps and rope; `layer_overrides` replaces any of them. `sliding_window` makes every draft layer a
-    sliding-window layer (upstream's --sliding-window).
-    """
+) -> dict[str, Any]:
+    """`transformer_layer_config` of a draft shaped after a verifier's (text) config: hidden size, heads,
+    head_dim, intermediate size, activation, rms eps and rope copied; `layer_overrides` replaces any."""
     from transformers import AutoConfig
 
     if draft_arch not in ("llama", "qwen3"):
@@ -326,9 +313,42 @@ def build_eagle3_config(
             layer_types=["sliding_attention"] * num_layers,
         )
     layer.update(layer_overrides or {})
-    hf = AutoConfig.for_model(draft_arch, **layer)
-    layer_dict = hf.to_diff_dict()
+    layer_dict: dict[str, Any] = AutoConfig.for_model(draft_arch, **layer).to_diff_dict()
     layer_dict.pop("transformers_version", None)
+    return layer_dict
+
+
+def build_eagle3_config(
+    verifier_config: Mapping[str, Any],
+    *,
+    verifier_name_or_path: str,
+    num_layers: int = 1,
+    draft_vocab_size: int | None = None,
+    aux_layer_ids: Sequence[int] | None = None,
+    speculative_tokens: int = 3,
+    draft_arch: str = "llama",
+    norm_before_residual: bool = True,
+    norm_before_fc: bool = True,
+    fc_norm: bool = False,
+    norm_output: bool = True,
+    sliding_window: int | None = None,
+    layer_overrides: Mapping[str, Any] | None = None,
+) -> Eagle3Config:
+    """An Eagle3Config shaped after a verifier's (text) config, with upstream 0.9.0's training defaults
+    (norm_before_residual, norm_before_fc and norm_output true; aux layers [2, n//2, n-3]).
+
+    The draft layer copies the verifier's hidden size, heads, head_dim, intermediate size, activation, rms
+    eps and rope; `layer_overrides` replaces any of them. `sliding_window` makes every draft layer a
+    sliding-window layer (upstream's --sliding-window).
+    """
+    vc = dict(verifier_config)
+    layer_dict = draft_layer_config(
+        vc,
+        num_layers=num_layers,
+        draft_arch=draft_arch,
+        sliding_window=sliding_window,
+        layer_overrides=layer_overrides,
+    )
     ids = (
         list(aux_layer_ids)
         if aux_layer_ids is not None

@@ -162,13 +162,19 @@ class VerifierHead(nn.Module):
         self.gemma_style_norm = gemma_style_norm
 
     @torch.no_grad()
-    def forward(self, last_hidden_states: torch.Tensor) -> torch.Tensor:
+    def normalize(self, last_hidden_states: torch.Tensor) -> torch.Tensor:
+        """The verifier's final norm: what its lm_head reads, and the feature EAGLE-1/HASS drafts get."""
         dtype = last_hidden_states.dtype
         x = last_hidden_states.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         weight = self.norm_weight.to(torch.float32)
         x = x * (1.0 + weight) if self.gemma_style_norm else weight.to(dtype) * x.to(dtype)
-        return torch.nn.functional.linear(x.to(dtype), self.lm_head_weight.to(dtype))
+        return x.to(dtype)
+
+    @torch.no_grad()
+    def forward(self, last_hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(last_hidden_states)
+        return torch.nn.functional.linear(x, self.lm_head_weight.to(x.dtype))
 
     @classmethod
     def from_verifier(

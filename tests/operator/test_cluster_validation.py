@@ -183,3 +183,20 @@ def test_the_valid_bases_are_accepted(kube_api, namespace, operator_crds):
     """The cases above fail for their one change, not for something in the base objects."""
     kube_api.create(speculator_body("valid"), namespace)
     kube_api.create(training_body("valid"), namespace)
+
+
+@pytest.mark.parametrize(
+    "training", [{"numLayers": 2}, {"draftVocabSize": 32000}], ids=["two-layers", "draft-vocab"]
+)
+def test_eagle_training_is_limited_to_its_format(kube_api, namespace, operator_crds, training):
+    body = _set(_set(training_body("valid"), "spec.algorithm", "eagle"), "spec.training", training)
+    _reject(kube_api, namespace, body, "algorithm eagle (EAGLE-1/HASS) has one decoder layer")
+
+
+def test_eagle_training_with_its_defaults_is_accepted(kube_api, namespace, operator_crds):
+    kube_api.create(_set(training_body("eagle-ok"), "spec.algorithm", "eagle"), namespace)
+
+
+def test_eagle_training_cannot_deploy(kube_api, namespace, operator_crds):
+    body = _set(_set(training_body("valid"), "spec.algorithm", "eagle"), "spec.deploy", {})
+    _reject(kube_api, namespace, body, "deploy needs algorithm eagle3")

@@ -106,6 +106,35 @@ def test_unservable_method_from_the_draft():
     assert _cond(plan, "DraftResolved")["reason"] == "UnsupportedMethod"
 
 
+def test_draft_vllm_cannot_serve_is_a_condition_not_a_crashlooping_deployment():
+    body = speculator()
+    note = "vLLM 0.33 cannot serve speculators_model_type 'eagle'"
+    summary = {
+        **INSPECT,
+        "method": "eagle",
+        "algorithm": "eagle",
+        "vllm_serve": None,
+        "vllm_serve_note": note,
+    }
+    job, pods = _resolve_done(body, summary=summary)
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    cond = _cond(plan, "DraftResolved")
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "DraftNotServable", note)
+    assert plan.apply == []
+
+
+def test_training_ref_to_a_legacy_eagle_training_is_not_deployed():
+    body = speculator(draft={"trainingRef": {"name": "llama"}})
+    training = {
+        "spec": {"algorithm": "eagle"},
+        "status": {"phase": "Succeeded", "output": {"uri": "pvc://w/llama/model", "method": "eagle"}},
+    }
+    plan = derive_speculator(body, SpeculatorObserved(training=training))
+    cond = _cond(plan, "TrainingReady")
+    assert (cond["status"], cond["reason"]) == ("False", "DraftNotServable") and "eagle3" in cond["message"]
+    assert plan.apply == []
+
+
 def test_training_ref_waits_then_deploys_from_the_training_output():
     body = speculator(draft={"trainingRef": {"name": "llama"}})
     plan = derive_speculator(body, SpeculatorObserved(training=None))

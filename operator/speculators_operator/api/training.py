@@ -274,8 +274,28 @@ class DeploySpec(ServingSpec):
 class SpeculatorTrainingSpec(K8sModel):
     """Desired state of a SpeculatorTraining."""
 
+    __cel__ = (
+        rule(
+            "self.algorithm != 'eagle' || "
+            "(!has(self.training.draftVocabSize) && self.training.numLayers == 1)",
+            "algorithm eagle (EAGLE-1/HASS) has one decoder layer over the verifier's whole vocabulary: "
+            "remove training.draftVocabSize and set training.numLayers to 1, or use algorithm eagle3",
+            field_path=".algorithm",
+        ),
+        rule(
+            "self.algorithm != 'eagle' || !has(self.deploy)",
+            "deploy needs algorithm eagle3: vLLM 0.33 cannot serve the legacy EAGLE-1/HASS format that "
+            "algorithm eagle writes (its draft is for evaluation and comparison)",
+            field_path=".deploy",
+        ),
+    )
+
     verifier: ModelSource = Field(description="The verifier (target) model the draft learns to predict.")
-    algorithm: Literal["eagle3", "eagle"] = Field(default="eagle3", description="Draft architecture.")
+    algorithm: Literal["eagle3", "eagle"] = Field(
+        default="eagle3",
+        description="Draft architecture: eagle3 (EAGLE-3, train-time test), or eagle (EAGLE-1 format with "
+        "HASS's fusion bias and context alignment; one layer, the verifier's vocabulary).",
+    )
     data: DataSpec = Field(description="Training data.")
     datagen: DatagenSpec = Field(
         default_factory=DatagenSpec, description="Hidden-state generation (offline mode)."

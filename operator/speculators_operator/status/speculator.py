@@ -35,6 +35,12 @@ BAD_WAITING = {
     "RunContainerError",
 }
 
+# Legacy speculators `eagle` format (EAGLE-1/HASS): we load and train it; vLLM 0.33 does not serve it.
+LEGACY_EAGLE = (
+    "the draft is in the legacy speculators EAGLE-1/HASS format, which vLLM 0.33 cannot serve; "
+    "train or convert an eagle3 draft"
+)
+
 
 @dataclass
 class SpeculatorObserved:
@@ -73,6 +79,8 @@ def _draft_from_training(
     output = status.get("output") or {}
     if phase != "Succeeded" or not output.get("uri"):
         return Cond("TrainingReady", "Unknown", "TrainingInProgress", f"{ref.name} is {phase}"), None
+    if ((training.get("spec") or {}).get("algorithm")) == "eagle":
+        return Cond("TrainingReady", "False", "DraftNotServable", f"{ref.name}: {LEGACY_EAGLE}"), None
     method = ctx.spec.method or output.get("method") or "eagle3"
     k = ctx.spec.num_speculative_tokens or output.get("numSpeculativeTokens") or 3
     draft = render.ResolvedDraft(ModelSource(uri=output["uri"]), method, int(k))
@@ -136,6 +144,9 @@ def _resolve(
             return Cond(
                 "DraftResolved", "False", "InvalidDraftConfig", "speculators inspect returned no JSON"
             ), None
+        if "vllm_serve" in resolved and not resolved["vllm_serve"]:
+            note = resolved.get("vllm_serve_note") or LEGACY_EAGLE
+            return Cond("DraftResolved", "False", "DraftNotServable", str(note)), None
     method = spec.method or resolved.get("method") or resolved.get("algorithm")
     k = spec.num_speculative_tokens or resolved.get("speculative_tokens")
     if method not in ("eagle3", "eagle", "peagle", "dflash", "dspark"):

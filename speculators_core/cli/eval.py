@@ -1,0 +1,67 @@
+"""`speculators eval`: offline acceptance of a draft (ours or upstream speculators') on held-out prompts."""
+
+from __future__ import annotations
+
+import argparse
+
+from speculators_core.cli.common import ExitCode, Progress, emit_json_line, write_summary
+
+NAME = "eval"
+HELP = "offline speculative decoding (greedy verification): acceptance length, per-position rates, speed-up"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verifier", required=True, metavar="V", help="verifier directory or hub id")
+    parser.add_argument(
+        "--draft", required=True, metavar="DIR", help="speculators-format draft (directory or hub id)"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="prepare-data output (held-out split) or a raw dataset source",
+    )
+    parser.add_argument(
+        "--num-speculative-tokens", type=int, metavar="K", help="k (default: the draft's config)"
+    )
+    parser.add_argument("--max-samples", type=int, default=64, help="prompts to decode (default 64)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="tokens generated per prompt (default 128)"
+    )
+    parser.add_argument(
+        "--split", default="heldout", choices=("heldout", "train"), help="prepared split (default heldout)"
+    )
+    parser.add_argument(
+        "--draft-cost-ratio",
+        type=float,
+        help="draft/verifier cost per forward (default: from parameter counts)",
+    )
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--revision", help="hub revision of the verifier")
+    parser.add_argument("--summary-path", metavar="F", help="write the summary JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from speculators_core.data.errors import cli_errors
+    from speculators_core.eval.run import EvalConfig, run_eval
+
+    progress = Progress("eval", total=args.max_samples, unit="prompts")
+    with cli_errors():
+        summary = run_eval(
+            EvalConfig(
+                verifier=args.verifier,
+                draft=args.draft,
+                data=args.data,
+                k=args.num_speculative_tokens,
+                max_samples=args.max_samples,
+                max_new_tokens=args.max_new_tokens,
+                split=args.split,
+                draft_cost_ratio=args.draft_cost_ratio,
+                device=args.device,
+                revision=args.revision,
+            ),
+            on_progress=lambda n, fields: progress.update(n, **fields),
+        )
+    write_summary(args.summary_path, summary)
+    emit_json_line({"event": "done", **summary})
+    return ExitCode.OK

@@ -1,0 +1,215 @@
+"""`speculators train`: EAGLE-3 (or EAGLE-1/HASS) with train-time test, offline (stored hidden states) or
+online.
+
+Multi-GPU / multi-node: run it under torchrun, or let it launch torchrun itself from NNODES,
+NPROC_PER_NODE, NODE_RANK (or JOB_COMPLETION_INDEX), MASTER_ADDR and MASTER_PORT (what the operator sets
+on the pods of an Indexed Job with a headless Service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from speculators_core.cli.common import ExitCode, UserError, emit_json_line, layer_ids_arg, write_summary
+
+NAME = "train"
+HELP = "train an EAGLE-3 or EAGLE/HASS draft with train-time test (offline from hidden states, or online)"
+EXIT_DIR_ENV = "SPECULATORS_EXIT_CODE_DIR"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--verifier", required=True, metavar="V", help="verifier directory or hub id")
+    p.add_argument("--verifier-name", help="verifier id recorded in config.json (default: --verifier)")
+    p.add_argument("--data", required=True, metavar="DIR", help="prepare-data output directory")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--hidden-states", metavar="DIR", help="datagen output (offline mode)")
+    mode.add_argument(
+        "--online", action="store_true", help="run the verifier during training (no hidden states on disk)"
+    )
+    p.add_argument("--output", required=True, metavar="DIR", help="speculators-format output directory")
+    p.add_argument(
+        "--checkpoint-dir", required=True, metavar="DIR", help="checkpoints (resumed automatically)"
+    )
+    p.add_argument(
+        "--algorithm",
+        default="eagle3",
+        choices=("eagle3", "eagle"),
+        help="eagle3 (default) or eagle: the EAGLE-1/HASS format, trained with HASS's context alignment "
+        "(the same TTT unroll) over the verifier's vocabulary",
+    )
+    p.add_argument(
+        "--no-fusion-bias",
+        action="store_true",
+        help="eagle only: EAGLE-1/2's fusion layer without HASS's bias",
+    )
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--scheduler", choices=("cosine", "linear", "constant"), default="cosine")
+    p.add_argument("--warmup-steps", type=int, help="default: 1%% of the total steps")
+    p.add_argument("--ttt-steps", type=int, default=3, help="train-time-test depth (default 3)")
+    p.add_argument("--ttt-step-loss-decay", type=float, default=1.0, help="loss weight decay per TTT step")
+    p.add_argument("--loss", choices=("kl", "ce"), default="kl")
+    p.add_argument("--draft-vocab-size", type=int, help="default: the verifier's vocabulary")
+    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--num-speculative-tokens", type=int, default=3, help="k written to config.json")
+    p.add_argument(
+        "--layer-ids",
+        type=layer_ids_arg,
+        metavar="I,J,K",
+        help="online mode: aux layers (default 2,L//2,L-3)",
+    )
+    p.add_argument(
+        "--total-seq-len", type=int, help="tokens per packed row (default: prepare-data's --max-length)"
+    )
+    p.add_argument(
+        "--batch-rows", type=int, help="packed rows per optimizer step, all ranks (default: world size)"
+    )
+    p.add_argument("--checkpoint-every-steps", type=int, default=500, help="0: only at the end of each epoch")
+    p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fsdp", action="store_true", help="shard the draft with FSDP2 (default: DDP)")
+    p.add_argument("--attn-impl", choices=("sdpa", "eager"), default="sdpa")
+    p.add_argument(
+        "--row-layout",
+        choices=("grouped", "packed"),
+        default="grouped",
+        help="grouped: a packed row's documents run as length-grouped padded rows (attention sum(n^2), "
+        "not T^2); packed: one row with a document mask (always with --fsdp)",
+    )
+    p.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on GPU, fp32 on CPU"
+    )
+    p.add_argument("--save-dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
+    p.add_argument(
+        "--train-lm-head", action="store_true", help="train lm_head too (upstream keeps it frozen)"
+    )
+    p.add_argument(
+        "--no-exact-accuracy", action="store_true", help="accuracy against the draft-vocabulary argmax only"
+    )
+    p.add_argument(
+        "--online-dtype", choices=("bfloat16", "float32"), default="bfloat16", help="online: feature rounding"
+    )
+    p.add_argument("--online-batch-tokens", type=int, default=16384)
+    p.add_argument("--log-every", type=int, default=1, help="metrics line every N steps")
+    p.add_argument("--no-validate", action="store_true", help="skip the held-out evaluation after each epoch")
+    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument("--revision", help="hub revision of the verifier")
+    p.add_argument("--summary-path", metavar="F", help="write the summary JSON here")
+
+
+def _config(args: argparse.Namespace):
+    from speculators_core.train.config import TrainConfig
+
+    return TrainConfig(
+        verifier=args.verifier,
+        verifier_name=args.verifier_name,
+        data=Path(args.data),
+        output=Path(args.output),
+        checkpoint_dir=Path(args.checkpoint_dir),
+        hidden_states=Path(args.hidden_states) if args.hidden_states else None,
+        online=args.online,
+        revision=args.revision,
+        algorithm=args.algorithm,
+        fusion_bias=not args.no_fusion_bias,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        scheduler=args.scheduler,
+        warmup_steps=args.warmup_steps,
+        ttt_steps=args.ttt_steps,
+        step_decay=args.ttt_step_loss_decay,
+        loss=args.loss,
+        draft_vocab_size=args.draft_vocab_size,
+        num_layers=args.num_layers,
+        num_speculative_tokens=args.num_speculative_tokens,
+        layer_ids=args.layer_ids,
+        total_seq_len=args.total_seq_len,
+        batch_rows=args.batch_rows,
+        checkpoint_every_steps=args.checkpoint_every_steps,
+        keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed,
+        fsdp=args.fsdp,
+        attn_impl=args.attn_impl,
+        row_layout=args.row_layout,
+        precision=args.precision,
+        save_dtype=args.save_dtype,
+        train_lm_head=args.train_lm_head,
+        exact_accuracy=not args.no_exact_accuracy,
+        online_dtype=args.online_dtype,
+        online_batch_tokens=args.online_batch_tokens,
+        log_every=max(1, args.log_every),
+        validate=not args.no_validate,
+        device=args.device,
+    )
+
+
+def _launch() -> int:
+    """Re-run this command under torchrun; the pod exits with the workers' permanent code if any."""
+    from speculators_core.train.distributed import torchrun_command
+
+    if len(sys.argv) < 2 or sys.argv[1] != NAME:
+        raise UserError(
+            "multi-process training must be started from the command line (speculators train ...)"
+        )
+    try:
+        cmd = torchrun_command(sys.argv[1:])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="speculators-exit-") as exit_dir:
+        rc = subprocess.run(cmd, env={**os.environ, EXIT_DIR_ENV: exit_dir}, check=False).returncode
+        codes = []
+        for f in Path(exit_dir).glob("rank-*.json"):
+            codes.append(int(json.loads(f.read_text())["exit_code"]))
+    for permanent in (ExitCode.USAGE, ExitCode.INCOMPATIBLE):
+        if permanent in codes:
+            return int(permanent)
+    return rc
+
+
+def run(args: argparse.Namespace) -> int:
+    from speculators_core.train.distributed import needs_launch
+
+    try:
+        launch = needs_launch()
+    except ValueError as exc:  # a malformed NNODES / NPROC_PER_NODE
+        raise UserError(str(exc)) from None
+    if launch:
+        return _launch()
+    from speculators_core.data.errors import cli_errors
+    from speculators_core.train.distributed import init_distributed, shutdown
+    from speculators_core.train.loop import Trainer
+
+    env = None
+    try:
+        with cli_errors():
+            cfg = _config(args)
+            env = init_distributed(args.device)
+            summary = Trainer(cfg, env, emit=emit_json_line).run()
+    except UserError as exc:
+        _record_exit(int(exc.exit_code), str(exc))
+        raise
+    finally:
+        shutdown()
+    if env is not None and env.is_main:
+        write_summary(args.summary_path, summary)
+        emit_json_line({"event": "done", **summary})
+    return ExitCode.OK
+
+
+def _record_exit(code: int, message: str) -> None:
+    directory = os.environ.get(EXIT_DIR_ENV)
+    if directory:
+        rank = os.environ.get("RANK", "0")
+        Path(directory, f"rank-{rank}.json").write_text(json.dumps({"exit_code": code, "message": message}))

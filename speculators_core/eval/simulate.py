@@ -1,0 +1,124 @@
+"""Offline speculative decoding: verifier (transformers, KV cache) + draft, greedy verification.
+
+Per prompt: prefill the verifier, take its greedy token; then repeat: the draft proposes k tokens from
+the verifier's aux hidden states, the verifier scores [last token, d_1..d_k] in one cached forward, the
+longest prefix of drafts equal to the verifier's greedy choices is accepted plus one bonus token, and
+the cache is cropped to the accepted tokens. The output equals the verifier's own greedy decoding (the
+draft only changes how many tokens each verifier pass yields).
+
+Counts follow vLLM's spec-decode metrics: per verification step one draft of k tokens, `a` accepted;
+mean acceptance length = 1 + accepted / drafts; per-position rate i = (steps with a > i) / drafts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from speculators_core.data.features import VerifierFeatures
+
+
+@dataclass
+class AcceptanceStats:
+    k: int
+    drafts: int = 0
+    accepted: int = 0
+    per_pos: list[int] = field(default_factory=list)
+    samples: int = 0
+    generated: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.per_pos:
+            self.per_pos = [0] * self.k
+
+    def record(self, a: int) -> None:
+        self.drafts += 1
+        self.accepted += a
+        for i in range(a):
+            self.per_pos[i] += 1
+
+    @property
+    def mean_accept_len(self) -> float:
+        return 1.0 + self.accepted / self.drafts if self.drafts else 1.0
+
+    @property
+    def per_pos_rates(self) -> list[float]:
+        return [c / self.drafts if self.drafts else 0.0 for c in self.per_pos]
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / (self.drafts * self.k) if self.drafts else 0.0
+
+
+class SpecDecoder:
+    def __init__(
+        self, verifier: Any, draft: Any, features: VerifierFeatures, *, k: int, eos_ids: Sequence[int] = ()
+    ) -> None:
+        self.verifier = verifier
+        self.draft = draft
+        self.features = features
+        self.k = k
+        self.eos = set(int(e) for e in eos_ids)
+        self.device = features.device
+        self.draft_dtype = next(draft.parameters()).dtype
+
+    @torch.no_grad()
+    def _verify(self, ids: list[int], cache: Any, collect: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.verifier(
+            input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True
+        )
+        aux, _ = collect()
+        return out.logits[0].argmax(-1), aux[0]
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: Sequence[int], max_new_tokens: int, stats: AcceptanceStats | None = None
+    ) -> list[int]:
+        """Greedy continuation of `prompt` (up to max_new_tokens, stops after EOS); fills `stats`."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with self.features.capturing() as collect:
+            greedy, aux = self._verify(list(prompt), cache, collect)
+            tokens = [*prompt, int(greedy[-1])]  # x_{n+1}: not yet in the cache
+            states = [aux]  # g_0..g_n, concatenated lazily
+            out = [tokens[-1]]
+            while len(out) < max_new_tokens and tokens[-1] not in self.eos:
+                hidden = torch.cat(states)[None].to(self.draft_dtype)
+                ids = torch.tensor([tokens[1:]], device=self.device)
+                drafts = self.draft.propose(ids, hidden, self.k).token_ids[0].tolist()
+                greedy, aux = self._verify([tokens[-1], *drafts], cache, collect)
+                a = 0
+                while a < self.k and drafts[a] == int(greedy[a]):
+                    a += 1
+                if stats is not None:
+                    stats.record(a)
+                new = [*drafts[:a], int(greedy[a])]
+                if a < self.k:  # drop the rejected drafts from the cache
+                    cache.crop(-(self.k - a))
+                states.append(aux[: a + 1])
+                for t in new:
+                    tokens.append(t)
+                    out.append(t)
+                    if t in self.eos or len(out) >= max_new_tokens:
+                        break
+                if any(t in self.eos for t in new):
+                    break
+        if stats is not None:
+            stats.samples += 1
+            stats.generated += len(out)
+        return out
+
+
+def evaluate(
+    decoder: SpecDecoder, prompts: Sequence[Sequence[int]], max_new_tokens: int, on_progress: Any = None
+) -> AcceptanceStats:
+    stats = AcceptanceStats(decoder.k)
+    for p in prompts:
+        decoder.generate(p, max_new_tokens, stats)
+        if on_progress is not None:
+            on_progress(1, {"mean_accept_len": round(stats.mean_accept_len, 3)})
+    return stats

@@ -1,0 +1,109 @@
+"""TrainConfig: every setting of `speculators train` (the flags mirror SpeculatorTraining.spec.training)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from speculators_core.data.errors import InputError
+from speculators_core.train.losses import LOSSES
+from speculators_core.train.optim import SCHEDULES
+
+ALGORITHMS = ("eagle3", "eagle")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    verifier: str
+    data: Path
+    output: Path
+    checkpoint_dir: Path
+    hidden_states: Path | None = None
+    online: bool = False
+    verifier_name: str | None = None  # recorded in config.json (a hub id lets vLLM's short form work)
+    revision: str | None = None
+    algorithm: str = "eagle3"  # or "eagle": EAGLE-1/HASS format, trained with the same TTT unroll
+    fusion_bias: bool = True  # eagle only: HASS's fusion_fc bias (False: the EAGLE-1/2 layout)
+    epochs: int = 3
+    max_steps: int | None = None
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    scheduler: str = "cosine"
+    warmup_steps: int | None = None  # default: 1% of the total steps (upstream)
+    ttt_steps: int = 3
+    step_decay: float = 1.0
+    loss: str = "kl"
+    draft_vocab_size: int | None = None  # default: the verifier vocabulary (upstream)
+    num_layers: int = 1
+    num_speculative_tokens: int = 3
+    layer_ids: list[int] | None = None  # online only; offline uses the shards'
+    total_seq_len: int | None = None  # packed row length; default: prepare-data's --max-length
+    batch_rows: int | None = None  # global rows per optimizer step; default: world size
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 42
+    fsdp: bool = False
+    attn_impl: str = "sdpa"
+    row_layout: str = "grouped"  # a packed row's documents as length-grouped padded rows, or one packed row
+    precision: str = "auto"  # bf16 autocast on GPU, fp32 on CPU
+    save_dtype: str = "bfloat16"
+    train_lm_head: bool = False
+    exact_accuracy: bool = True
+    online_dtype: str = "bfloat16"
+    online_batch_tokens: int = 16384
+    log_every: int = 1
+    validate: bool = True
+    device: str | None = None
+
+    def check(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise InputError(f"--algorithm {self.algorithm}: allowed {', '.join(ALGORITHMS)}")
+        if self.algorithm == "eagle" and self.num_layers != 1:
+            raise InputError(
+                f"--num-layers {self.num_layers}: EAGLE-1/HASS drafts have exactly one decoder layer "
+                "(the format's `transformer`); use --num-layers 1 or --algorithm eagle3"
+            )
+        if (self.hidden_states is None) == (not self.online):
+            raise InputError("give exactly one of --hidden-states DIR (offline) or --online")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss}: allowed {', '.join(LOSSES)}")
+        if self.scheduler not in SCHEDULES:
+            raise InputError(f"--scheduler {self.scheduler}: allowed {', '.join(SCHEDULES)}")
+        if self.ttt_steps < 1 or self.num_speculative_tokens < 1 or self.num_layers < 1 or self.epochs < 1:
+            raise InputError("--ttt-steps, --num-speculative-tokens, --num-layers and --epochs must be >= 1")
+        if self.lr <= 0:
+            raise InputError(f"--lr must be positive, got {self.lr}")
+        if self.batch_rows is not None and self.batch_rows < 1:
+            raise InputError("--batch-rows must be >= 1")
+        if self.attn_impl not in ("sdpa", "eager"):
+            raise InputError(f"--attn-impl {self.attn_impl}: allowed sdpa, eager")
+        if self.row_layout not in ("grouped", "packed"):
+            raise InputError(f"--row-layout {self.row_layout}: allowed grouped, packed")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise InputError(f"--precision {self.precision}: allowed auto, bf16, fp32")
+        if self.save_dtype not in ("bfloat16", "float32", "float16"):
+            raise InputError(f"--save-dtype {self.save_dtype}: allowed bfloat16, float32, float16")
+
+    def run_key(self, extra: dict[str, Any]) -> str:
+        """Identity of a training run for resuming: what changes the result (not paths, logging, mode)."""
+        ignore = {
+            "output",
+            "checkpoint_dir",
+            "hidden_states",
+            "online",
+            "log_every",
+            "validate",
+            "device",
+            "keep_checkpoints",
+            "checkpoint_every_steps",
+            "verifier",
+            "revision",
+            "online_batch_tokens",
+        }
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignore}
+        blob = json.dumps({"cfg": fields, **extra}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]

@@ -1,0 +1,125 @@
+"""Contract between the operator and the pipeline: every `speculators` command line the operator renders is
+accepted by the real CLI parser of `speculators_core` (flags, choices, types), for every step and option.
+
+The parser is the one the runtime image's entrypoint runs; it imports nothing heavy: a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+from spd_testlib import speculator, training
+
+from speculators_core.cli.main import build_parser
+from speculators_operator.api.common import ModelSource
+from speculators_operator.render.common import Images
+from speculators_operator.render.kserve import inference_service
+from speculators_operator.render.speculator import ResolvedDraft, SpeculatorContext, deployment, resolve_job
+from speculators_operator.render.training import TrainingContext, step_hashes, step_job, steps_for
+
+IMAGES = Images(runtime="registry.example/runtime:1", vllm="registry.example/vllm:1")
+
+TRAININGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "everything": {
+        "verifier": {"uri": "s3://models/llama", "revision": "v2", "secretRef": {"name": "aws"}},
+        "algorithm": "eagle3",
+        "data": {
+            "datasets": [
+                {"uri": "hf://HuggingFaceH4/ultrachat_200k", "split": "train_sft"},
+                {"uri": "pvc://datasets/sharegpt.jsonl"},
+            ],
+            "maxSamples": 5000,
+            "maxLength": 4096,
+            "regenerateResponses": True,
+            "regenerateEndpoint": "http://vllm:8000/v1",
+        },
+        "datagen": {"shards": 4},
+        "training": {
+            "epochs": 2,
+            "learningRate": 5e-5,
+            "tttSteps": 5,
+            "draftVocabSize": 16384,
+            "numLayers": 2,
+            "nodes": 2,
+            "gpusPerNode": 4,
+            "mode": "online",
+        },
+        "output": {"s3": {"uri": "s3://drafts/llama", "secretRef": {"name": "aws"}}},
+    },
+    "hub-push-single-node-multi-gpu": {
+        "verifier": {"uri": "pvc://models/llama"},
+        "algorithm": "eagle",
+        "training": {"gpusPerNode": 8},
+        "output": {"hub": {"repo": "org/llama-eagle", "secretRef": {"name": "hf"}}},
+    },
+}
+
+
+def _speculators_argv(container: dict[str, Any]) -> list[str] | None:
+    """The argv `speculators` receives, or None for containers that do not run our CLI (vLLM)."""
+    command, args = container.get("command", []), container.get("args", [])
+    if command[:1] == ["speculators"]:
+        return [*command[1:], *args]
+    if command == ["torchrun"]:
+        return args[args.index("speculators_core.cli") + 1 :]
+    return None
+
+
+def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    # Kubernetes expands $(VAR) in args; the CLI sees the value, so substitute a plausible one.
+    argv = [a.replace("$(JOB_COMPLETION_INDEX)", "0") for a in argv]
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse reports on stderr and exits 2
+        raise AssertionError(f"`speculators {' '.join(argv)}` is rejected by the CLI parser") from exc
+
+
+@pytest.mark.parametrize("case", sorted(TRAININGS))
+def test_every_training_step_parses(case):
+    try:
+        body = training("llama", **TRAININGS[case])
+    except Exception as exc:  # a field name drifted: say which case
+        raise AssertionError(f"case {case} no longer validates") from exc
+    ctx = TrainingContext.of(body, IMAGES)
+    hashes = step_hashes(ctx)
+    seen: set[str] = set()
+    for step in steps_for(ctx.spec):
+        job = step_job(ctx, step, hashes[step])
+        for container in _containers(job["spec"]["template"]["spec"]):
+            argv = _speculators_argv(container)
+            assert argv is not None, f"{step}: container {container['name']} does not run speculators"
+            ns = _parse(argv)
+            seen.add(ns.command)
+    # Online training runs the verifier inside the trainer: no hidden states on disk, no datagen step.
+    online = TRAININGS[case].get("training", {}).get("mode") == "online"
+    assert {"prepare-data", "train", "eval"} <= seen and ("datagen" in seen) != online
+
+
+def test_speculator_fetch_and_resolve_commands_parse():
+    spec = {
+        "verifier": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct", "secretRef": {"name": "hf"}},
+        "draft": {"uri": "s3://drafts/llama", "secretRef": {"name": "aws"}},
+    }
+    ctx = SpeculatorContext.of(speculator("llama-spd", **spec), IMAGES)
+    draft = ResolvedDraft(ModelSource(uri="s3://drafts/llama"), "eagle3", 3)
+    parsed = []
+    pod_specs = [
+        resolve_job(ctx)["spec"]["template"]["spec"],
+        deployment(ctx, draft)["spec"]["template"]["spec"],
+    ]
+    kserve_ctx = SpeculatorContext.of(speculator("llama-spd", backend="kserve", **spec), IMAGES)
+    isvc = inference_service(kserve_ctx, draft)
+    pod_specs.append({"initContainers": isvc["spec"]["predictor"].get("initContainers", [])})
+    for pod_spec in pod_specs:
+        for container in _containers(pod_spec):
+            argv = _speculators_argv(container)
+            if argv is not None:
+                parsed.append(_parse(argv).command)
+    assert "inspect" in parsed and parsed.count("fetch") >= 3
