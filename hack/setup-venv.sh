@@ -9,7 +9,7 @@ EXTRAS=${EXTRAS:-operator,ml,dev}
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   for c in python3.13 python3.12 python3.11 python3; do
-    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then PYTHON=$c; break; fi
+    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then PYTHON=$c; break; fi
   done
 fi
 [ -n "$PYTHON" ] || { echo "setup-venv: Python >= 3.11 is required" >&2; exit 1; }

@@ -25,7 +25,7 @@ from speculators_core.convert.common import (
 from speculators_core.convert.report import ConversionReport
 from speculators_core.convert.source import ResearchCheckpoint
 from speculators_core.format.eagle import EagleConfig
-from speculators_core.format.envelope import GreedyProposal, SpeculatorsConfig, VerifierInfo
+from speculators_core.format.envelope import SpeculatorsConfig
 from speculators_core.format.errors import CheckpointError, FormatError, IncompatibleError
 
 _NORM_RENAMES = {
@@ -111,11 +111,8 @@ def plan_eagle(
         transformer_layer_config=layer,  # type: ignore[arg-type]
         layernorms=layernorms,
         fusion_bias=fusion_bias,
-        speculators_config=SpeculatorsConfig(
-            algorithm="eagle",
-            proposal_methods=[GreedyProposal(speculative_tokens=opts.speculative_tokens)],
-            default_proposal_method="greedy",
-            verifier=VerifierInfo(name_or_path=verifier.ref, architectures=verifier.architectures),
+        speculators_config=SpeculatorsConfig.greedy(
+            "eagle", opts.speculative_tokens, verifier.ref, verifier.architectures
         ),
     )
     return config, out

@@ -29,7 +29,7 @@ from speculators_core.convert.common import (
 from speculators_core.convert.report import ConversionReport
 from speculators_core.convert.source import ResearchCheckpoint
 from speculators_core.format.eagle3 import DEFAULT_NUM_AUX_LAYERS, Eagle3Config
-from speculators_core.format.envelope import GreedyProposal, SpeculatorsConfig, VerifierInfo
+from speculators_core.format.envelope import SpeculatorsConfig
 from speculators_core.format.errors import CheckpointError, FormatError, IncompatibleError
 from speculators_core.models.eagle3 import t2d_from_d2t
 
@@ -258,11 +258,8 @@ def plan_eagle3(
         norm_before_fc="input_norm.weight" in state,
         fc_norm=any(k.startswith("fc_norm.") for k in state),
         norm_output=norm_output,
-        speculators_config=SpeculatorsConfig(
-            algorithm="eagle3",
-            proposal_methods=[GreedyProposal(speculative_tokens=opts.speculative_tokens)],
-            default_proposal_method="greedy",
-            verifier=VerifierInfo(name_or_path=verifier.ref, architectures=verifier.architectures),
+        speculators_config=SpeculatorsConfig.greedy(
+            "eagle3", opts.speculative_tokens, verifier.ref, verifier.architectures
         ),
     )
     return config, state

@@ -59,6 +59,18 @@ class SpeculatorsConfig(BaseModel):
     default_proposal_method: str = "greedy"
     verifier: VerifierInfo
 
+    @classmethod
+    def greedy(
+        cls, algorithm: str, speculative_tokens: int, verifier: str, architectures: list[str] | None = None
+    ) -> SpeculatorsConfig:
+        """The block every writer of this release emits: one greedy proposal of k tokens."""
+        return cls(
+            algorithm=algorithm,
+            proposal_methods=[GreedyProposal(speculative_tokens=speculative_tokens)],
+            default_proposal_method="greedy",
+            verifier=VerifierInfo(name_or_path=verifier, architectures=list(architectures or [])),
+        )
+
     @model_validator(mode="after")
     def _default_is_configured(self) -> SpeculatorsConfig:
         available = [p.proposal_type for p in self.proposal_methods]

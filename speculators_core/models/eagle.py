@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from speculators_core.format.eagle import EagleConfig
-from speculators_core.format.envelope import GreedyProposal, SpeculatorsConfig, VerifierInfo
+from speculators_core.format.envelope import SpeculatorsConfig
 from speculators_core.format.errors import CheckpointError, IncompatibleError
 from speculators_core.models.attention import AttnImpl
 from speculators_core.models.base import DraftModel
@@ -129,12 +129,7 @@ def build_eagle_config(
         transformer_layer_config=draft_layer_config(vc, num_layers=1, draft_arch=draft_arch),  # type: ignore[arg-type]
         layernorms=layernorms,
         fusion_bias=fusion_bias,
-        speculators_config=SpeculatorsConfig(
-            algorithm="eagle",
-            proposal_methods=[GreedyProposal(speculative_tokens=speculative_tokens)],
-            default_proposal_method="greedy",
-            verifier=VerifierInfo(
-                name_or_path=verifier_name_or_path, architectures=list(vc.get("architectures") or [])
-            ),
+        speculators_config=SpeculatorsConfig.greedy(
+            "eagle", speculative_tokens, verifier_name_or_path, vc.get("architectures")
         ),
     )

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from speculators_core.format.eagle3 import Eagle3Config
-from speculators_core.format.envelope import GreedyProposal, SpeculatorsConfig, VerifierInfo
+from speculators_core.format.envelope import SpeculatorsConfig
 from speculators_core.format.errors import CheckpointError, IncompatibleError
 from speculators_core.models.attention import AttnImpl
 from speculators_core.models.base import DraftModel
@@ -363,12 +363,7 @@ def build_eagle3_config(
         norm_output=norm_output,
         target_hidden_size=None if layer_dict["hidden_size"] == vc["hidden_size"] else int(vc["hidden_size"]),
         eagle_aux_hidden_state_layer_ids=ids,
-        speculators_config=SpeculatorsConfig(
-            algorithm="eagle3",
-            proposal_methods=[GreedyProposal(speculative_tokens=speculative_tokens)],
-            default_proposal_method="greedy",
-            verifier=VerifierInfo(
-                name_or_path=verifier_name_or_path, architectures=list(vc.get("architectures") or [])
-            ),
+        speculators_config=SpeculatorsConfig.greedy(
+            "eagle3", speculative_tokens, verifier_name_or_path, vc.get("architectures")
         ),
     )

@@ -21,18 +21,17 @@ the ServiceAccount's secrets, and this operator passes a Secret to pods by refer
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from speculators_core.sources import parse_source
 from speculators_operator import constants as c
 from speculators_operator.render import common as r
 from speculators_operator.render.speculator import (
-    PROBE_PERIOD_SECONDS,
     ResolvedDraft,
     SpeculatorContext,
     pod_selector,
     vllm_argv,
+    vllm_probes,
 )
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
@@ -123,15 +122,6 @@ def _pod_parts(ctx: SpeculatorContext, draft: ResolvedDraft) -> tuple[r.PodParts
     return parts, verifier_path, draft_path
 
 
-def _probe(path: str, *, failure_threshold: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": PROBE_PERIOD_SECONDS,
-        "timeoutSeconds": 5,
-        "failureThreshold": failure_threshold,
-    }
-
-
 def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
     spec = ctx.spec
     parts, verifier_path, draft_path = _pod_parts(ctx, draft)
@@ -144,13 +134,7 @@ def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, A
         "args": argv[1:],
         "env": [*r.scratch_env(), *(e.wire() for e in spec.vllm.env)],
         "ports": [{"name": "http", "containerPort": spec.vllm.port, "protocol": "TCP"}],
-        # Weights load for minutes: only the startup probe waits that long (startupTimeoutSeconds).
-        "startupProbe": _probe(
-            "/v1/models",
-            failure_threshold=max(1, math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
-        ),
-        "readinessProbe": _probe("/v1/models", failure_threshold=3),
-        "livenessProbe": _probe("/health", failure_threshold=6),
+        **vllm_probes(ctx, startup_path="/v1/models"),
         "securityContext": r.container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [*r.base_mounts(), *parts.mounts],

@@ -216,12 +216,23 @@ def vllm_argv(ctx: SpeculatorContext, verifier_path: str, draft_path: str, draft
     )
 
 
-def _probe(path: str, *, failure_threshold: int, period: int = PROBE_PERIOD_SECONDS) -> dict[str, Any]:
+def _probe(path: str, *, failure_threshold: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
+        "periodSeconds": PROBE_PERIOD_SECONDS,
         "timeoutSeconds": 5,
         "failureThreshold": failure_threshold,
+    }
+
+
+def vllm_probes(ctx: SpeculatorContext, startup_path: str = "/health") -> dict[str, Any]:
+    """Probes of the vLLM container (both backends). Loading weights can take many minutes: only the
+    startup probe may wait that long (spec.startupTimeoutSeconds)."""
+    startup_failures = max(1, math.ceil(ctx.spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS))
+    return {
+        "startupProbe": _probe(startup_path, failure_threshold=startup_failures),
+        "readinessProbe": _probe("/v1/models", failure_threshold=3),
+        "livenessProbe": _probe("/health", failure_threshold=6),
     }
 
 
@@ -260,13 +271,7 @@ def deployment(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
         "env": env,
         "ports": [{"name": "http", "containerPort": spec.vllm.port, "protocol": "TCP"}],
         "resources": r.resources(spec.resources, r.gpu_limits(spec.vllm.tensor_parallel_size)),
-        # Loading weights can take many minutes: only the startup probe may wait that long.
-        "startupProbe": _probe(
-            "/health",
-            failure_threshold=max(1, math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
-        ),
-        "readinessProbe": _probe("/v1/models", failure_threshold=3),
-        "livenessProbe": _probe("/health", failure_threshold=6),
+        **vllm_probes(ctx),
         "securityContext": r.container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [*r.base_mounts(), *parts.mounts],
