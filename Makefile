@@ -37,7 +37,7 @@ bundle: chart         ## regenerate bundle/ (OLM) from the chart, crds/ and exam
 	@$(PY) -m release bundle
 
 constraints: setup    ## refresh requirements/constraints.txt from the current venv
-	@{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v -i '^speculators'; } > requirements/constraints.txt.new && mv requirements/constraints.txt.new requirements/constraints.txt
+	@{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --all --exclude-editable | grep -v -i -e '^speculators' -e '^pip=='; } > requirements/constraints.txt.new && mv requirements/constraints.txt.new requirements/constraints.txt
 
 clean:
 	rm -rf .work .pytest_cache

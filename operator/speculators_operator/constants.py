@@ -35,6 +35,8 @@ APP_SPECULATOR: Final = "speculator"
 
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 ANNOTATION_STEP: Final = f"{GROUP}/step"
+# Set (to any new value) on a SpeculatorTraining to re-run its failed step without touching spec (GitOps).
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 
 # Job controller's labels/annotations we read.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"

@@ -190,3 +190,29 @@ def test_failed_training_pod_is_retried_from_its_checkpoint(operator: OperatorPr
     k.release_pods("job-name=retry-train", message=json.dumps(TRAIN))
     status = k.wait_phase("SpeculatorTraining", "retry", "Evaluating")
     assert cond(status, "Trained")["status"] == "True"
+
+
+def test_retry_annotation_reruns_the_failed_step(operator: OperatorProcess, k: Kube) -> None:
+    """A permanently failed step re-runs once per new speculators.ai/retry value; spec is never touched."""
+    k.create(training_body("again", training={"mode": "online"}))
+    k.release_pods("job-name=again-prepare", message=json.dumps(PREPARE))
+    failed_job = wait_job(k, "again-train")
+    k.release_pods("job-name=again-train", outcome="fail", exit_code=2, message="error: NCCL timeout")
+    k.wait_phase("SpeculatorTraining", "again", "Failed")
+    generation = k.get("SpeculatorTraining", "again")["metadata"]["generation"]
+    k.patch("SpeculatorTraining", "again", {"metadata": {"annotations": {"speculators.ai/retry": "1"}}})
+    job = k.wait(
+        lambda: k.get("Job", "again-train"),
+        lambda j: j is not None and j["metadata"]["uid"] != failed_job["metadata"]["uid"],
+        what="a new train Job",
+        timeout=90,
+    )
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--checkpoint-dir") + 1] == "/workspace/again/checkpoints"  # resumes
+    k.release_pods("job-name=again-train", message=json.dumps(TRAIN))
+    status = k.wait_phase("SpeculatorTraining", "again", "Evaluating")
+    assert status["retryToken"] == "1" and cond(status, "Trained")["status"] == "True"
+    # The prepare step was not run again, and the spec is the user's.
+    assert [st["attempts"] for st in status["steps"] if st["name"] == "prepare"] == [1]
+    assert k.get("SpeculatorTraining", "again")["metadata"]["generation"] == generation
+    assert any(e["reason"] == "Retrying" for e in k.events("again"))

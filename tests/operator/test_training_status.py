@@ -190,6 +190,52 @@ def test_permanent_failure_fails_the_training_and_is_not_retried_after_ttl():
     assert plan.status["phase"] == "Failed"
 
 
+def _with_retry(body, token):
+    body = dict(body)
+    body["metadata"] = {**body["metadata"], "annotations": {"speculators.ai/retry": token}}
+    return body
+
+
+def test_retry_annotation_replaces_the_failed_job_once():
+    body = training()
+    job, pods = _done(body, "train", state="Failed", failed=4)
+    prior = {s: _done(body, s)[0] for s in ("prepare", "datagen")}
+    plan = _run(body, {**prior, "train": job}, pods, workspace={"metadata": {}})
+    assert plan.status["phase"] == "Failed" and plan.delete == []
+    # The user (or Argo CD) sets the annotation: the failed Job goes, the finished steps stay finished.
+    body = _with_retry(_apply_status(body, plan), "1")
+    plan = _run(body, {**prior, "train": job}, pods, workspace={"metadata": {}})
+    assert [o["metadata"]["name"] for o in plan.delete] == ["llama-train"]
+    assert plan.status["retryToken"] == "1" and plan.status["phase"] == "Training"
+    assert [(e.reason, e.message) for e in plan.events if e.reason == "Retrying"] == [
+        ("Retrying", "replacing Job llama-train: speculators.ai/retry=1")
+    ]
+    # Once the old Job is gone the step runs again; a second failure stays failed (the token is spent).
+    body = _apply_status(body, plan)
+    plan = _run(body, prior, workspace={"metadata": {}})
+    assert [o["metadata"]["name"] for o in plan.create] == ["llama-train"]
+    body = _apply_status(body, plan)
+    plan = _run(body, {**prior, "train": job}, pods, workspace={"metadata": {}})
+    assert plan.status["phase"] == "Failed" and plan.delete == [] and plan.status["retryToken"] == "1"
+
+
+def test_retry_after_the_failed_jobs_ttl_creates_it_again():
+    body = training()
+    job, pods = _done(body, "prepare", state="Failed", failed=1)
+    body = _apply_status(body, _run(body, {"prepare": job}, pods))
+    body = _with_retry(body, "after-fixing-the-secret")
+    plan = _run(body, {}, workspace={"metadata": {}})  # the Job's TTL removed it
+    assert [o["metadata"]["name"] for o in plan.create] == ["llama-prepare"]
+    assert plan.status["phase"] == "Pending" and plan.status["retryToken"] == "after-fixing-the-secret"
+
+
+def test_retry_annotation_without_a_failure_is_spent_as_a_no_op():
+    body = _with_retry(training(), "x")
+    plan = _run(body, workspace={"metadata": {}})
+    assert plan.status["retryToken"] == "x" and plan.delete == []
+    assert [o["metadata"]["name"] for o in plan.create if o["kind"] == "Job"] == ["llama-prepare"]
+
+
 def test_changed_inputs_replace_the_job():
     body = training()
     job, pods = _done(body, "prepare", state="Running", active=1)

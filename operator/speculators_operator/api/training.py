@@ -401,6 +401,12 @@ class SpeculatorTrainingStatus(K8sModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     steps: list[StepStatus] = Field(default_factory=list, description="Pipeline steps, in order.")
+    retry_token: str | None = Field(
+        default=None,
+        description="Last value of the speculators.ai/retry annotation acted on (a new value re-runs the "
+        "failed step, resuming from its checkpoints).",
+        max_length=253,
+    )
     progress: Progress | None = Field(default=None, description="Overall progress.")
     metrics: TrainingMetrics | None = Field(default=None, description="Trainer metrics.")
     evaluation: EvaluationStatus | None = Field(default=None, description="Evaluation results.")

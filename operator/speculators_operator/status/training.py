@@ -2,7 +2,9 @@
 
 Steps run one after another; each step's Job is tied to a hash of its inputs. A step finished with the
 current hash stays finished even after its Job's TTL removed it (status.steps remembers it); a failed step
-is not retried by re-creating its Job (the Job's own backoff did the retrying) until its inputs change.
+is not retried by re-creating its Job (the Job's own backoff did the retrying) until its inputs change, or
+until the annotation speculators.ai/retry gets a value not yet acted on (status.retryToken): then the failed
+step's Job is replaced once, and the step resumes from its checkpoints and finished shards.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from speculators_operator import constants as c
 from speculators_operator.render import training as render
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
 from speculators_operator.status.jobs import JobObservation, observe_job
@@ -129,6 +132,8 @@ def derive_training(
     if svc:
         plan.apply.append(svc)
 
+    token = (body["metadata"].get("annotations") or {}).get(c.ANNOTATION_RETRY)
+    retry = token is not None and token != previous.get("retryToken")
     records: list[dict[str, Any]] = []
     current: tuple[str, JobObservation | None] | None = None
     failed: tuple[str, str] | None = None
@@ -140,21 +145,24 @@ def derive_training(
         record = prev_steps.get(step)
         if job is not None:
             obs = observe_job(job, observed.pods.get(name, []))
-            if obs.hash != step_hash or obs.deleting:
-                # Inputs changed (or a replacement is under way): the old Job goes, a new one follows
-                # once its name is free.
+            retry_failed = retry and obs.state == "Failed"
+            if obs.hash != step_hash or obs.deleting or retry_failed:
+                # Inputs changed, a retry was asked for, or a replacement is under way: the old Job goes,
+                # a new one follows once its name is free.
+                why = f"{c.ANNOTATION_RETRY}={token}" if retry_failed else "inputs changed"
                 if not obs.deleting:
                     plan.delete.append(job)
-                    plan.events.append(
-                        Event("Normal", "InputsChanged", f"replacing Job {name}: its inputs changed")
-                    )
+                    reason = "Retrying" if retry_failed else "InputsChanged"
+                    plan.events.append(Event("Normal", reason, f"replacing Job {name}: {why}"))
                 records.append(
                     {
                         "name": step,
                         "jobName": name,
                         "state": "Pending",
                         "hash": step_hash,
-                        "message": f"replacing Job {name} (inputs changed)",
+                        "message": f"replacing Job {name} ({why})"
+                        if not obs.deleting
+                        else f"replacing Job {name}",
                     }
                 )
                 current = (step, None)
@@ -169,7 +177,10 @@ def derive_training(
                 break
             current = (step, obs)
             break
-        if record and record.get("hash") == step_hash and record.get("state") in ("Succeeded", "Failed"):
+        finished = (
+            record and record.get("hash") == step_hash and record.get("state") in ("Succeeded", "Failed")
+        )
+        if finished and not (retry and record["state"] == "Failed"):
             records.append(record)  # remembered after the Job's TTL removed it
             if record["state"] == "Succeeded":
                 done[step] = None
@@ -177,13 +188,19 @@ def derive_training(
             failed = (step, record.get("message") or f"Job {name} failed")
             break
         plan.create.append(render.step_job(ctx, step, step_hash))
-        plan.events.append(Event("Normal", "JobCreated", f"created Job {name}"))
+        why = f" ({c.ANNOTATION_RETRY}={token})" if finished else ""
+        plan.events.append(
+            Event("Normal", "Retrying" if finished else "JobCreated", f"created Job {name}{why}")
+        )
         records.append({"name": step, "jobName": name, "state": "Pending", "hash": step_hash, "attempts": 0})
         current = (step, None)
         break
 
     status: dict[str, Any] = {"observedGeneration": generation}
     status["steps"] = records
+    if token is not None or previous.get("retryToken"):
+        # A token is acted on once: by the reconcile that first sees it (a no-op when nothing had failed).
+        status["retryToken"] = token if token is not None else previous.get("retryToken")
     status["startTime"] = previous.get("startTime") or now
 
     # Results: fresh from the Jobs when they are still there, else what the previous status copied.
