@@ -105,6 +105,14 @@ def test_examples_apply_and_show_in_kubectl_get(operator: OperatorProcess, k: Ku
     k.wait_phase("SpeculatorTraining", "llama3-8b-eagle3", "Succeeded", timeout=90)
     for name in ("llama3-8b-eagle3", "llama3-8b-eagle3-k4", "llama3-8b-redhat-eagle3"):
         k.wait_phase("Speculator", name, "Running", timeout=90)
+    # The training's Ready also covers its deployed Speculator: it follows that child's status a moment later.
+    k.wait_status(
+        "SpeculatorTraining",
+        "llama3-8b-eagle3",
+        lambda s: any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", [])),
+        "training Ready after its Speculator",
+        timeout=90,
+    )
     out = subprocess.run([*kubectl, "get", "speculatortrainings,speculators"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
