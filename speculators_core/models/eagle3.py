@@ -199,7 +199,10 @@ class Eagle3DraftModel(DraftModel):
         self, verifier: str | os.PathLike[str], *, revision: str | None = None
     ) -> None:
         """Initialise lm_head with the verifier's lm_head rows of the draft vocabulary (upstream's init)."""
-        weight = load_verifier_tensors(verifier, ["lm_head"], revision=revision)["lm_head"]
+        self.init_lm_head(load_verifier_tensors(verifier, ["lm_head"], revision=revision)["lm_head"])
+
+    def init_lm_head(self, weight: torch.Tensor) -> None:
+        """`init_lm_head_from_verifier` from the verifier's lm_head tensor [V, H] already in memory."""
         if self.t2d is not None:
             weight = weight[self.t2d.cpu()]
         if tuple(weight.shape) != tuple(self.lm_head.weight.shape):

@@ -182,6 +182,13 @@ class VerifierHead(nn.Module):
     ) -> VerifierHead:
         config = read_verifier_config(ref, revision=revision)
         tensors = load_verifier_tensors(ref, ["norm", "lm_head"], revision=revision)
+        return cls.from_tensors(config, tensors, t2d=t2d)
+
+    @classmethod
+    def from_tensors(
+        cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], *, t2d: torch.Tensor | None = None
+    ) -> VerifierHead:
+        """From the verifier's config and its already loaded `norm` and `lm_head` tensors."""
         return cls(
             tensors["norm"],
             tensors["lm_head"],

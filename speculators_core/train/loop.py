@@ -162,7 +162,7 @@ class Trainer:
         self.val_source = online(self.heldout) if self.has_val and self.heldout is not None else None
 
     def _model(self) -> None:
-        from speculators_core.models import VerifierHead
+        from speculators_core.models import VerifierHead, load_verifier_tensors
 
         cfg = self.cfg
         freq = np.load(cfg.data / TOKEN_FREQ)
@@ -176,8 +176,10 @@ class Trainer:
                 f"--draft-vocab-size {self.draft_vocab_size} exceeds the verifier vocabulary "
                 f"{self.vocab_size}"
             )
+        # The verifier's embeddings, final norm and lm_head, read once for the draft and both heads.
+        tensors = load_verifier_tensors(cfg.verifier, ["embed", "norm", "lm_head"], revision=cfg.revision)
         self.draft = build_draft(
-            cfg.verifier,
+            tensors,
             self.vc,
             verifier_name=cfg.verifier_name or cfg.verifier,
             layer_ids=self.layer_ids,
@@ -190,13 +192,12 @@ class Trainer:
             fusion_bias=cfg.fusion_bias,
             attn_impl=cfg.attn_impl,
             train_lm_head=cfg.train_lm_head,
-            revision=cfg.revision,
             seed=cfg.seed,
         ).to(self.device)
-        self.head = VerifierHead.from_verifier(cfg.verifier, t2d=t2d, revision=cfg.revision).to(self.device)
+        self.head = VerifierHead.from_tensors(self.vc, tensors, t2d=t2d).to(self.device)
         self.full_head = None
         if cfg.exact_accuracy and t2d is not None:
-            self.full_head = VerifierHead.from_verifier(cfg.verifier, revision=cfg.revision).to(self.device)
+            self.full_head = VerifierHead.from_tensors(self.vc, tensors).to(self.device)
         param_dtype = self.compute_dtype if (cfg.fsdp and self.compute_dtype != torch.float32) else None
         self.model = wrap_model(self.draft, self.env, fsdp=cfg.fsdp, param_dtype=param_dtype)
         if hasattr(self.model, "broadcast_buffers"):

@@ -23,7 +23,7 @@ from speculators_core.models import (
 
 
 def build_draft(
-    verifier: str,
+    verifier_tensors: dict[str, torch.Tensor],
     verifier_config: dict[str, Any],
     *,
     verifier_name: str,
@@ -37,9 +37,9 @@ def build_draft(
     fusion_bias: bool = True,
     attn_impl: str = "sdpa",
     train_lm_head: bool = False,
-    revision: str | None = None,
     seed: int = 42,
 ) -> DraftModel:
+    """`verifier_tensors`: the verifier's `embed` and `lm_head` (loaded once by the caller)."""
     model: DraftModel
     if algorithm == "eagle":
         eagle_config = build_eagle_config(
@@ -52,7 +52,7 @@ def build_draft(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = EagleDraftModel(eagle_config, attn_implementation=attn_impl)  # type: ignore[arg-type]
-        model.attach_verifier(verifier, revision=revision)
+        model.set_verifier_weights(verifier_tensors["embed"], verifier_tensors["lm_head"])
         return model
     config = build_eagle3_config(
         verifier_config,
@@ -67,8 +67,8 @@ def build_draft(
         eagle3 = Eagle3DraftModel(config, attn_implementation=attn_impl)  # type: ignore[arg-type]
     if d2t is not None:
         eagle3.set_vocab_mapping(d2t, t2d)
-    eagle3.attach_verifier(verifier, revision=revision)
-    eagle3.init_lm_head_from_verifier(verifier, revision=revision)
+    eagle3.set_embeddings(verifier_tensors["embed"])
+    eagle3.init_lm_head(verifier_tensors["lm_head"])
     eagle3.embed_tokens.weight.requires_grad_(bool(config.embed_requires_grad))
     eagle3.lm_head.weight.requires_grad_(train_lm_head)
     return eagle3

@@ -7,21 +7,18 @@ only the test's namespace, so a test can SIGKILL it and start it again like a po
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from spd_testlib import API, REPO
+
+from harness.operator_process import OperatorProcess as HarnessOperatorProcess
+from kubecluster.procs import free_port
 
 CRD_FILES = (
     REPO / "crds" / "speculators.ai_speculatortrainings.yaml",
@@ -36,84 +33,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OperatorProcess:
+class OperatorProcess(HarnessOperatorProcess):
     """`speculators-operator -n <namespace>` as a child process (the same entry point as the image)."""
 
     def __init__(
         self, kubeconfig: Path, namespace: str, log_dir: Path, extra: list[str] | None = None
     ) -> None:
-        self.extra = list(extra or [])
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.liveness_port = free_port()
-        self.metrics_port = free_port()
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        argv = [
-            sys.executable, "-m", "speculators_operator",
-            "--namespace", self.namespace,
-            "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-            "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+        liveness, metrics = free_port(), free_port()
+        args = [
+            "--namespace", namespace,
+            "--liveness", f"http://127.0.0.1:{liveness}/healthz",
+            "--metrics-port", str(metrics), "--metrics-address", "127.0.0.1",
             "--resync-seconds", "10",
             "--log-level", "DEBUG",
-            *self.extra,
+            *(extra or []),
         ]  # fmt: skip
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        super().__init__(
+            args,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            log_dir=log_dir,
+            liveness_port=liveness,
+            metrics_port=metrics,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
-            if self.alive():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"operator did not report alive in {timeout}s:\n{self.tail()}")
-
-    def alive(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no graceful shutdown (a node loss or OOM kill)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def tail(self, lines: int = 80) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")

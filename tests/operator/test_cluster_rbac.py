@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import Kube, OperatorProcess
 from spd_testlib import INSPECT, cond, speculator_body, training_body
 
+from harness.operator_process import service_account_kubeconfig
 from speculators_operator.rbac import cluster_role
 
 pytestmark = pytest.mark.kwok
@@ -35,28 +35,9 @@ def least_privilege_kubeconfig(cluster: Any, kube_api: Any, namespace: str, tmp_
             "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
         }
     )
-    token = kube_api.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/operator/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )["status"]["token"]
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": admin["clusters"],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"}}
-        ],
-        "current-context": "operator",
-    }
-    path = tmp_path / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
+    path = service_account_kubeconfig(
+        kube_api, cluster.kubeconfig, namespace, "operator", tmp_path / "operator.kubeconfig"
+    )
     yield path
     kube_api.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name)
     kube_api.delete("rbac.authorization.k8s.io/v1", "ClusterRole", name)

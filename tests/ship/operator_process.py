@@ -6,111 +6,44 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from harness.operator_process import OperatorProcess, service_account_kubeconfig
+from kubecluster.procs import free_port
 
 
-def service_account_kubeconfig(
-    kube_api: Any, admin_kubeconfig: Path, namespace: str, name: str, path: Path
-) -> Path:
-    """A kubeconfig that authenticates as system:serviceaccount:<namespace>:<name> (a TokenRequest)."""
-    token = kube_api.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )["status"]["token"]
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": name, "user": {"token": token}}],
-                "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": name}}],
-                "current-context": name,
-            }
-        )
-    )
-    return path
-
-
-class DeployedOperator:
+class DeployedOperator(OperatorProcess):
     """Runs the container of `deployment` (its args and env) as a local process."""
 
-    def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_path: Path, pod_name: str) -> None:
+    def __init__(self, deployment: dict[str, Any], kubeconfig: Path, log_dir: Path, pod_name: str) -> None:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        self.liveness = free_port()
-        self.metrics = free_port()
+        liveness, metrics = free_port(), free_port()
         # Only the listening addresses differ from the pod: ports must be free on this shared machine.
         args = []
         for arg in container.get("args", []):
             if arg.startswith("--liveness="):
-                arg = f"--liveness=http://127.0.0.1:{self.liveness}/healthz"
+                arg = f"--liveness=http://127.0.0.1:{liveness}/healthz"
             elif arg.startswith("--metrics-port="):
-                arg = f"--metrics-port={self.metrics}"
+                arg = f"--metrics-port={metrics}"
             args.append(arg)
-        self.argv = [sys.executable, "-m", "speculators_operator", *args, "--metrics-address", "127.0.0.1"]
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         for e in container.get("env", []):
             if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
                 env[e["name"]] = pod_name
-        self.env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self.env.pop("KUBERNETES_SERVICE_HOST", None)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.liveness}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)  # polling the liveness endpoint, not synchronising on time
-        raise RuntimeError(f"operator not alive after {timeout}s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def tail(self, lines: int = 80) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig)}
+        full_env.pop("KUBERNETES_SERVICE_HOST", None)
+        super().__init__(
+            [*args, "--metrics-address", "127.0.0.1"],
+            env=full_env,
+            log_dir=log_dir,
+            liveness_port=liveness,
+            metrics_port=metrics,
+        )
 
 
 @contextmanager
@@ -156,9 +89,9 @@ def operator_from_chart(
         kubeconfig = service_account_kubeconfig(
             kube_api, cluster.kubeconfig, namespace, sa, tmp_path / f"{release}.kubeconfig"
         )
-        operator = DeployedOperator(
-            deployment, kubeconfig, tmp_path / f"{release}.log", pods[0]["metadata"]["name"]
-        )
+        log_dir = tmp_path / release
+        log_dir.mkdir()
+        operator = DeployedOperator(deployment, kubeconfig, log_dir, pods[0]["metadata"]["name"])
         operator.start()
         yield operator
     finally:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from pydantic import BaseModel
 
 from speculators_core import version
 from speculators_core.sources import Source, parse_source
@@ -28,6 +30,33 @@ class Images:
 
     runtime: str = version.RUNTIME_IMAGE
     vllm: str = version.VLLM_IMAGE
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+@dataclass
+class ResourceContext(Generic[SpecT]):
+    """A custom resource as a renderer needs it: the raw object (owner refs, labels) and its parsed spec."""
+
+    spec_model: ClassVar[type[BaseModel]]
+
+    body: dict[str, Any]
+    spec: SpecT
+    images: Images = field(default_factory=Images)
+
+    @classmethod
+    def of(cls, body: dict[str, Any], images: Images | None = None) -> Self:
+        spec = cls.spec_model.model_validate(body.get("spec") or {})
+        return cls(body=body, spec=spec, images=images or Images())  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.body["metadata"]["namespace"]
 
 
 def spec_hash(value: Any) -> str:

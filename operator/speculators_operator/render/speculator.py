@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from speculators_core.serving import build_serve_argv
@@ -25,25 +25,8 @@ class ResolvedDraft:
     num_speculative_tokens: int
 
 
-@dataclass
-class SpeculatorContext:
-    body: dict[str, Any]
-    spec: SpeculatorSpec
-    images: r.Images = field(default_factory=r.Images)
-
-    @classmethod
-    def of(cls, body: dict[str, Any], images: r.Images | None = None) -> SpeculatorContext:
-        return cls(
-            body=body, spec=SpeculatorSpec.model_validate(body.get("spec") or {}), images=images or r.Images()
-        )
-
-    @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.body["metadata"]["namespace"]
+class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
+    spec_model = SpeculatorSpec
 
     @property
     def deployment_name(self) -> str:

@@ -6,7 +6,6 @@ writes its summary JSON to /dev/termination-log, which the status layer reads ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_core.sources import parse_source
@@ -19,29 +18,10 @@ COMPONENTS = {"workspace", *STEPS, "deploy"}
 PREPARE_DEFAULT_RESOURCES = {"requests": {"cpu": "4", "memory": "16Gi"}}
 
 
-@dataclass
-class TrainingContext:
+class TrainingContext(r.ResourceContext[SpeculatorTrainingSpec]):
     """A SpeculatorTraining as the renderer needs it: the raw object (owner refs) and its parsed spec."""
 
-    body: dict[str, Any]
-    spec: SpeculatorTrainingSpec
-    images: r.Images = field(default_factory=r.Images)
-
-    @classmethod
-    def of(cls, body: dict[str, Any], images: r.Images | None = None) -> TrainingContext:
-        return cls(
-            body=body,
-            spec=SpeculatorTrainingSpec.model_validate(body.get("spec") or {}),
-            images=images or r.Images(),
-        )
-
-    @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    @property
-    def namespace(self) -> str:
-        return self.body["metadata"]["namespace"]
+    spec_model = SpeculatorTrainingSpec
 
     @property
     def claim(self) -> str:
@@ -54,6 +34,26 @@ class TrainingContext:
     def dir(self, sub: str) -> str:
         """A directory of this training's workspace layout: /workspace/<name>/<sub>."""
         return f"{c.WORKSPACE_MOUNT}/{self.name}/{sub}"
+
+    def cli_container(
+        self,
+        name: str,
+        command: str,
+        args: list[str],
+        *,
+        mounts: list[dict[str, Any]],
+        resource_spec: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A step container running `speculators <command>` from the runtime image."""
+        return r.cli_container(
+            name,
+            self.runtime_image,
+            self.spec.image.pull_policy,
+            command,
+            args,
+            mounts=mounts,
+            resource_spec=resource_spec,
+        )
 
     @property
     def artifact_uri(self) -> str:
@@ -239,10 +239,8 @@ def _prepare(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dic
         "--summary-path",
         c.TERMINATION_LOG,
     ]
-    container = r.cli_container(
+    container = ctx.cli_container(
         "prepare",
-        ctx.runtime_image,
-        pull,
         "prepare-data",
         args,
         mounts=parts.mounts,
@@ -270,10 +268,8 @@ def _datagen(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dic
     args += ["--dtype", spec.datagen.dtype, "--summary-path", c.TERMINATION_LOG]
     # --shard-index comes from $JOB_COMPLETION_INDEX, which the Indexed Job sets.
     return [
-        r.cli_container(
+        ctx.cli_container(
             "datagen",
-            ctx.runtime_image,
-            spec.image.pull_policy,
             "datagen",
             args,
             mounts=parts.mounts,
@@ -321,10 +317,8 @@ def _train_args(ctx: TrainingContext, verifier: str) -> list[str]:
 def _train(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[str, Any]]:
     t = ctx.spec.training
     args = _train_args(ctx, verifier)
-    container = r.cli_container(
+    container = ctx.cli_container(
         "train",
-        ctx.runtime_image,
-        ctx.spec.image.pull_policy,
         "train",
         args,
         mounts=parts.mounts,
@@ -383,10 +377,8 @@ def _eval(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[s
         c.TERMINATION_LOG,
     ]
     return [
-        r.cli_container(
+        ctx.cli_container(
             "eval",
-            ctx.runtime_image,
-            spec.image.pull_policy,
             "eval",
             args,
             mounts=parts.mounts,
@@ -407,10 +399,8 @@ def _publish(ctx: TrainingContext, parts: r.PodParts) -> list[dict[str, Any]]:
         targets.append(("publish-hub", f"hf://{out.hub.repo}", flags, out.hub.secret_ref.name))
     for name, uri, flags, secret in targets:
         args = [ctx.dir("model"), "--to", uri, *flags, "--summary-path", c.TERMINATION_LOG]
-        container = r.cli_container(
+        container = ctx.cli_container(
             name,
-            ctx.runtime_image,
-            ctx.spec.image.pull_policy,
             "publish",
             args,
             mounts=parts.mounts,
