@@ -114,7 +114,7 @@ def test_printer_columns_short_names_and_subresources():
         "labelSelectorPath": ".status.selector",
     }
     tcols = [c["name"] for c in t["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
-    assert tcols == ["Phase", "Progress", "Accept-Len", "Ready", "Reason", "Age"]
+    assert tcols == ["Phase", "Progress", "Accept-Len", "Promoted", "Ready", "Reason", "Age"]
     scols = [c["name"] for c in s["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
     assert scols == ["Phase", "Ready", "Replicas", "Method", "K", "Accept-Rate", "Accept-Len", "URL", "Age"]
 

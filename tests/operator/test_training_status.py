@@ -77,6 +77,7 @@ def test_first_reconcile_creates_the_workspace_and_the_prepare_job():
         "HiddenStatesGenerated",
         "Trained",
         "Evaluated",
+        "Promoted",
         "Ready",
     ]
     assert {c["status"] for c in st["conditions"]} == {"Unknown"}  # progressing, not degraded
@@ -147,11 +148,13 @@ def test_steps_advance_and_results_are_copied():
         "numSpeculativeTokens": 3,
         "meanAcceptanceLength": 2.7,
         "expectedSpeedup": 2.1,
+        "samples": 200,
     }
     assert st["progress"]["percent"] == 100
     ready = _cond(plan, "Ready")
     assert ready["status"] == "True" and ready["reason"] == "Succeeded"
-    assert [e.reason for e in plan.events] == ["Succeeded"]
+    assert _cond(plan, "Promoted")["status"] == "True" and st["promotion"]["promoted"] is True
+    assert [e.reason for e in plan.events] == ["Promoted", "Succeeded"]
     body = _apply_status(body, plan)
 
     # Level-triggered: once everything is done and the Jobs are gone, nothing is created again.

@@ -25,6 +25,9 @@ TRAINING_COLUMNS = [
     _column(
         "Accept-Len", "number", ".status.evaluation.meanAcceptanceLength", "Evaluated mean acceptance length."
     ),
+    _column(
+        "Promoted", "string", ".status.conditions[?(@.type=='Promoted')].status", "Passed spec.promotion."
+    ),
     _column("Ready", "string", f"{READY}.status", "Ready condition."),
     _column("Reason", "string", f"{READY}.reason", "Reason of the Ready condition."),
     _column("Age", "date", ".metadata.creationTimestamp", "Age."),

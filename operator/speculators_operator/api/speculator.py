@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from annotated_types import MaxLen
+from annotated_types import Ge, Le, MaxLen
 from pydantic import Field
 
 from speculators_operator.api.base import (
@@ -218,8 +218,76 @@ class RouteSpec(K8sModel):
     )
 
 
+class TuningSpec(K8sModel):
+    """Automatic k: the operator picks numSpeculativeTokens from live acceptance and step times."""
+
+    __cel__ = (
+        rule("self.min <= self.max", "tuning.min must not exceed tuning.max"),
+        rule(
+            "!has(self.loadBuckets) || self.loadBuckets.isSorted()",
+            "tuning.loadBuckets must be ascending batch sizes, e.g. [4, 16, 64]",
+        ),
+    )
+
+    mode: Literal["fixed", "auto"] = Field(
+        default="fixed",
+        description=(
+            "fixed: serve numSpeculativeTokens (or the draft's k); auto: choose k from the live per-position "
+            "acceptance and vLLM's step times, starting from numSpeculativeTokens, the training's evaluation "
+            "or the draft's config. The chosen k is in status.draft.numSpeculativeTokens; spec is never "
+            "written."
+        ),
+    )
+    min: int = Field(default=1, description="Smallest k auto may choose.", ge=1, le=16)
+    max: int = Field(default=8, description="Largest k auto may choose.", ge=1, le=16)
+    min_gain: float = Field(
+        default=5.0,
+        description="Change k only for at least this expected gain in tokens/s, in percent (hysteresis).",
+        ge=0,
+        le=100,
+    )
+    cooldown_seconds: int = Field(
+        default=600,
+        description="Seconds after a change before k may change again (each change rolls the pods).",
+        ge=10,
+        le=604800,
+    )
+    min_drafts: int = Field(
+        default=500, description="Drafts the window must hold at the served k before k is judged.", ge=1
+    )
+    load_buckets: list[Annotated[int, Ge(1), Le(65536)]] = Field(
+        default_factory=list,
+        description=(
+            "Upper ends of running-batch-size buckets, e.g. [4, 16, 64] for 1-4, 5-16, 17-64 and 65+. With "
+            "mode auto a k is chosen per bucket (0 turns speculation off where it does not pay) and served "
+            "as vLLM's num_speculative_tokens_per_batch_size."
+        ),
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    draft_cost_ratio: float | None = Field(
+        default=None,
+        description=(
+            "Cost of a draft pass relative to a verifier step, before step times at two k have measured it "
+            "(default: the training's evaluation, else 0.05)."
+        ),
+        gt=0,
+        le=2,
+    )
+
+
 class ServingSpec(K8sModel):
     """Everything about serving but the verifier and draft (shared with SpeculatorTraining.spec.deploy)."""
+
+    __cel__ = (
+        rule(
+            "!has(self.numSpeculativeTokens) || !has(self.tuning) || self.tuning.mode != 'auto' || "
+            "(self.numSpeculativeTokens >= self.tuning.min && self.numSpeculativeTokens <= self.tuning.max)",
+            "with tuning.mode auto, numSpeculativeTokens is the k to start from and must lie within "
+            "tuning.min..tuning.max",
+            field_path=".numSpeculativeTokens",
+        ),
+    )
 
     method: Method | None = Field(
         default=None,
@@ -227,10 +295,14 @@ class ServingSpec(K8sModel):
     )
     num_speculative_tokens: int | None = Field(
         default=None,
-        description="Draft tokens proposed per step, k (default: read from the draft's config).",
+        description=(
+            "Draft tokens proposed per step, k (default: read from the draft's config); with tuning.mode "
+            "auto, the k to start from."
+        ),
         ge=1,
         le=16,
     )
+    tuning: TuningSpec = Field(default_factory=TuningSpec, description="Automatic choice of k.")
     backend: Literal["deployment", "kserve"] = Field(
         default="deployment",
         description=(
@@ -310,6 +382,55 @@ class Acceptance(K8sModel):
     )
 
 
+class TuningObservation(K8sModel):
+    """The last measurement of one k in one load bucket (kept across operator restarts)."""
+
+    bucket: int = Field(default=0, description="Load bucket index (0 without tuning.loadBuckets).")
+    k: int = Field(description="k that ran.")
+    drafts: int = Field(default=0, description="Drafts in the window (steps, for k 0).")
+    per_position: list[float] = Field(default_factory=list, description="Acceptance rate per position.")
+    step_seconds: float | None = Field(default=None, description="Mean step time (vLLM inter-token latency).")
+    time: str | None = Field(
+        default=None, description="When it was measured.", json_schema_extra={"format": "date-time"}
+    )
+
+
+class TuningBucketStatus(K8sModel):
+    """k served for one range of running batch sizes."""
+
+    min_batch_size: int = Field(description="Smallest running batch size of the range.")
+    max_batch_size: int = Field(description="Largest running batch size of the range.")
+    num_speculative_tokens: int = Field(description="k in the range (0: speculation off).")
+    expected_speedup: float | None = Field(default=None, description="Expected speed-up at that k.")
+
+
+class TuningStatus(K8sModel):
+    """What automatic k chose, and what it is based on."""
+
+    draft: str | None = Field(
+        default=None, description="The draft the tuning is for (reset when it changes)."
+    )
+    num_speculative_tokens: int | None = Field(
+        default=None, description="k chosen (the largest, with buckets)."
+    )
+    schedule: list[TuningBucketStatus] = Field(
+        default_factory=list, description="k per load bucket (num_speculative_tokens_per_batch_size)."
+    )
+    expected_speedup: float | None = Field(default=None, description="Expected speed-up at the chosen k.")
+    cost_ratio: float | None = Field(default=None, description="Draft/verifier step cost ratio in use.")
+    cost_ratio_source: str | None = Field(
+        default=None, description="measured (step times at several k), evaluation, spec or default."
+    )
+    last_change_time: str | None = Field(
+        default=None, description="When k last changed.", json_schema_extra={"format": "date-time"}
+    )
+    last_change: str | None = Field(default=None, description="The last change: from, to and expected gain.")
+    changes: int = Field(default=0, description="Changes of k so far (each one a rolling update).")
+    observations: list[TuningObservation] = Field(
+        default_factory=list, description="Last measurement per (bucket, k)."
+    )
+
+
 class SpeculatorStatus(K8sModel):
     """Observed state of a Speculator."""
 
@@ -321,8 +442,8 @@ class SpeculatorStatus(K8sModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable, RouteAdmitted and Ready "
-            "(aggregate of the first three)."
+            "TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable, Tuned, RouteAdmitted and "
+            "Ready (aggregate of the first three)."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -336,6 +457,7 @@ class SpeculatorStatus(K8sModel):
     selector: str | None = Field(default=None, description="Label selector of the pods (scale subresource).")
     draft: DraftStatus | None = Field(default=None, description="The draft and settings actually served.")
     acceptance: Acceptance | None = Field(default=None, description="Live acceptance metrics.")
+    tuning: TuningStatus | None = Field(default=None, description="Automatic k (spec.tuning.mode auto).")
 
 
 class Speculator(K8sModel):

@@ -166,9 +166,68 @@ class TrainingParams(K8sModel):
 class EvaluationSpec(K8sModel):
     """Offline evaluation of the trained draft on held-out data (speculators eval)."""
 
-    max_samples: int = Field(default=200, description="Held-out samples to evaluate.", ge=1)
+    max_samples: int = Field(default=200, description="Held-out samples to evaluate.", ge=1, le=100000)
+    max_speculative_tokens: int = Field(
+        default=8,
+        description=(
+            "Draft this many tokens per step while evaluating (at least training.numSpeculativeTokens), "
+            "so status.evaluation has the acceptance and expected speed-up at every k up to it."
+        ),
+        ge=1,
+        le=16,
+    )
+    prompt_set: str | None = Field(
+        default=None,
+        description=(
+            "Fixed evaluation prompt set, a path inside the workspace claim (default: "
+            "eval-prompts/<verifier>.jsonl). The first evaluation writes it from its held-out prompts; "
+            "later trainings on the same claim are evaluated on the same prompts."
+        ),
+        max_length=253,
+        json_schema_extra=cel(
+            rule(
+                "self.matches(r'^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.contains('..')",
+                "evaluation.promptSet must be a relative path inside the workspace, "
+                "e.g. eval-prompts/llama-3.1-8b.jsonl (no leading /, no ..)",
+            )
+        ),
+    )
     resources: ResourceRequirements | None = Field(
         default=None, description="Resources of the eval Job (default: limits nvidia.com/gpu = 1)."
+    )
+
+
+class PromotionSpec(K8sModel):
+    """When a trained draft is worth serving: spec.deploy is applied only if the evaluation passes."""
+
+    min_mean_acceptance_length: float | None = Field(
+        default=None,
+        description="Lowest evaluated mean acceptance length (tokens per verifier step) to promote.",
+        ge=1,
+        le=17,
+    )
+    min_expected_speedup: float = Field(
+        default=1.0,
+        description=(
+            "Lowest expected speed-up (acceptance length / (1 + k x draft cost ratio)) to promote; the "
+            "default 1.0 never serves a draft that would slow the verifier down."
+        ),
+        ge=0,
+        le=100,
+    )
+    must_beat_serving: bool = Field(
+        default=True,
+        description=(
+            "When spec.deploy names a Speculator that already serves another draft, promote only if the "
+            "new draft's evaluated acceptance length at the served k beats the serving draft's live one "
+            "(or its offline evaluation when no live window exists yet)."
+        ),
+    )
+    min_live_drafts: int = Field(
+        default=200,
+        description="Drafts a live acceptance window needs before it counts as the serving draft's measure.",
+        ge=1,
+        le=100000000,
     )
 
 
@@ -314,8 +373,13 @@ class SpeculatorTrainingSpec(K8sModel):
     pod_metadata: PodMetadata | None = Field(
         default=None, description="Labels and annotations for every pod."
     )
+    promotion: PromotionSpec = Field(
+        default_factory=PromotionSpec,
+        description="The gate a trained draft must pass before spec.deploy serves it.",
+    )
     deploy: DeploySpec | None = Field(
-        default=None, description="Create a Speculator serving the trained draft when training succeeds."
+        default=None,
+        description="Create or update a Speculator serving the trained draft once it passes spec.promotion.",
     )
 
 
@@ -366,6 +430,52 @@ class EvaluationStatus(K8sModel):
         default_factory=list, description="Acceptance rate per position."
     )
     expected_speedup: float | None = Field(default=None, description="Speed-up estimated by the cost model.")
+    conditional_acceptance: list[float] = Field(
+        default_factory=list,
+        description="Acceptance rate of position i given that positions before it were accepted.",
+    )
+    acceptance_length_by_k: list[float] = Field(
+        default_factory=list, description="Mean acceptance length at k = 1, 2, ... (index k-1)."
+    )
+    speedup_by_k: list[float] = Field(
+        default_factory=list, description="Expected speed-up at k = 1, 2, ... (index k-1)."
+    )
+    draft_cost_ratio: float | None = Field(
+        default=None, description="Cost of a draft pass relative to a verifier pass (cost model)."
+    )
+    prompt_set: str | None = Field(
+        default=None, description="Hash of the prompts evaluated (equal hashes: comparable numbers)."
+    )
+    samples: int | None = Field(default=None, description="Prompts evaluated.")
+
+
+class ServingMeasure(K8sModel):
+    """What the draft already served by the deploy target achieved (the bar a new draft must beat)."""
+
+    uri: str | None = Field(default=None, description="The serving draft.")
+    source: str | None = Field(
+        default=None, description="live (status.acceptance) or offline (its evaluation)."
+    )
+    num_speculative_tokens: int | None = Field(default=None, description="k the measure is for.")
+    mean_acceptance_length: float | None = Field(default=None, description="Its mean acceptance length.")
+    drafts: int | None = Field(default=None, description="Drafts in the live window.")
+
+
+class PromotionStatus(K8sModel):
+    """The gate's decision, made once when the evaluation finished (kept until the draft is retrained)."""
+
+    promoted: bool = Field(description="Whether the draft passed spec.promotion.")
+    reason: str = Field(description="Passed, BelowThreshold or NotBetterThanServing.")
+    message: str = Field(default="", description="The numbers behind the decision.")
+    decided_at: str | None = Field(
+        default=None, description="When the gate decided.", json_schema_extra={"format": "date-time"}
+    )
+    eval_hash: str | None = Field(default=None, description="Hash of the evaluation step decided on.")
+    mean_acceptance_length: float | None = Field(
+        default=None, description="The candidate's mean acceptance length that was compared."
+    )
+    expected_speedup: float | None = Field(default=None, description="The candidate's expected speed-up.")
+    serving: ServingMeasure | None = Field(default=None, description="The serving draft compared against.")
 
 
 class TrainingOutput(K8sModel):
@@ -397,7 +507,10 @@ class SpeculatorTrainingStatus(K8sModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="DataPrepared, HiddenStatesGenerated, Trained, Evaluated, Published, Deployed and Ready.",
+        description=(
+            "DataPrepared, HiddenStatesGenerated, Trained, Evaluated, Published, Promoted, Deployed and "
+            "Ready (a draft the gate kept from serving still ends Ready: the training did its job)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     steps: list[StepStatus] = Field(default_factory=list, description="Pipeline steps, in order.")
@@ -411,6 +524,7 @@ class SpeculatorTrainingStatus(K8sModel):
     metrics: TrainingMetrics | None = Field(default=None, description="Trainer metrics.")
     evaluation: EvaluationStatus | None = Field(default=None, description="Evaluation results.")
     output: TrainingOutput | None = Field(default=None, description="The trained draft.")
+    promotion: PromotionStatus | None = Field(default=None, description="The promotion gate's decision.")
     speculator_ref: SpeculatorRef | None = Field(
         default=None, description="Speculator created by spec.deploy."
     )

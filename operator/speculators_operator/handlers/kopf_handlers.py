@@ -128,10 +128,14 @@ async def speculator_event(
         ctx.store.forget((namespace, name))
     else:
         ctx.registry.upsert(c.SPECULATOR_KIND, dict(body))
-    # A Speculator created by spec.deploy reports back into its training's Deployed condition.
+    # A Speculator created by spec.deploy reports back into its training's Deployed condition, and into
+    # those of other trainings deploying to it (one promoted later takes it over).
+    owners = set(ctx.registry.trainings_deploying_to(namespace, name))
     owner = (labels or {}).get(c.LABEL_TRAINING)
     if owner:
-        ctx.runner.trigger((c.TRAINING_KIND, namespace, owner))
+        owners.add(owner)
+    for training in owners:
+        ctx.runner.trigger((c.TRAINING_KIND, namespace, training))
 
 
 def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:

@@ -112,7 +112,8 @@ class MetricsLoop:
                 )
                 targets = scraper.targets(pods, ctx.spec.vllm.port)
                 results = await scraper.scrape(targets, model_name=None)
-                state = self.store.record_scrape(key, spec.window_seconds, results, time.time())
+                buckets = tuple(ctx.spec.tuning.load_buckets)
+                state = self.store.record_scrape(key, spec.window_seconds, results, time.time(), buckets)
             if state.errors:
                 opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
                 log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))

@@ -35,6 +35,14 @@ def _owned_by(obj: dict[str, Any] | None, owner: dict[str, Any]) -> bool:
     )
 
 
+def _controller(obj: dict[str, Any], kind: str) -> str | None:
+    """Name of the object's controller when it is of `kind`."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == kind:
+            return ref.get("name")
+    return None
+
+
 class Reconciler:
     def __init__(self, kube: Kube, store: MetricsStore, images: Images | None = None) -> None:
         self.kube = kube
@@ -95,8 +103,18 @@ class Reconciler:
             observed.workspace = self.kube.get("PersistentVolumeClaim", ns, f"{name}-workspace")
         deploy = (body.get("spec") or {}).get("deploy")
         if deploy is not None:
-            child = self.kube.get(c.SPECULATOR_KIND, ns, deploy.get("name") or name)
-            observed.speculator = child if _owned_by(child, body) else None
+            target = self.kube.get(c.SPECULATOR_KIND, ns, deploy.get("name") or name)
+            observed.deploy_target = target
+            observed.speculator = target if _owned_by(target, body) else None
+            if target is not None and observed.speculator is None:
+                # Who serves there now, and how well (the promotion gate's bar; the newer promotion wins).
+                ref = (((target.get("spec") or {}).get("draft") or {}).get("trainingRef") or {}).get("name")
+                controller = _controller(target, c.TRAINING_KIND)
+                seen: dict[str, dict[str, Any] | None] = {}
+                for other in {ref, controller} - {None, name}:
+                    seen[other] = self.kube.get(c.TRAINING_KIND, ns, other)
+                observed.target_training = seen.get(ref) if ref else None
+                observed.target_controller = seen.get(controller) if controller else None
         return observed
 
     def reconcile_training(self, namespace: str, name: str) -> None:

@@ -42,3 +42,12 @@ class Registry:
             if ns == namespace and ref == training:
                 out.append(name)
         return out
+
+    def trainings_deploying_to(self, namespace: str, speculator: str) -> list[str]:
+        """Trainings whose spec.deploy targets this Speculator (several, when retrains take turns)."""
+        out = []
+        for (ns, name), body in self.items("SpeculatorTraining"):
+            deploy = (body.get("spec") or {}).get("deploy")
+            if ns == namespace and deploy is not None and (deploy.get("name") or name) == speculator:
+                out.append(name)
+        return out

@@ -17,6 +17,9 @@ DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens"
 ACCEPTED = "vllm:spec_decode_num_accepted_tokens"
 PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
 FAMILIES = (DRAFTS, DRAFT_TOKENS, ACCEPTED, PER_POS)
+# vLLM observes this histogram once per request per engine step: its mean is the step time (tuning).
+ITL = "vllm:inter_token_latency_seconds"
+RUNNING = "vllm:num_requests_running"  # gauge: the running batch size (tuning's load buckets)
 DECIMALS = 3
 
 
@@ -30,6 +33,9 @@ class Counters:
     per_pos: dict[int, float] = field(default_factory=dict)
     # Latest *_created timestamp: changes when the counters were re-created (process restart).
     created: float | None = None
+    itl_sum: float = 0.0  # vllm:inter_token_latency_seconds_sum (a counter too)
+    itl_count: float = 0.0
+    running: float = 0.0  # vllm:num_requests_running: a gauge, carried, never differenced
 
     def minus(self, base: Counters) -> Counters:
         return Counters(
@@ -37,6 +43,9 @@ class Counters:
             self.draft_tokens - base.draft_tokens,
             self.accepted - base.accepted,
             {i: v - base.per_pos.get(i, 0.0) for i, v in self.per_pos.items()},
+            itl_sum=self.itl_sum - base.itl_sum,
+            itl_count=self.itl_count - base.itl_count,
+            running=self.running,
         )
 
     def plus(self, other: Counters) -> Counters:
@@ -46,19 +55,22 @@ class Counters:
             self.draft_tokens + other.draft_tokens,
             self.accepted + other.accepted,
             {i: self.per_pos.get(i, 0.0) + other.per_pos.get(i, 0.0) for i in positions},
+            itl_sum=self.itl_sum + other.itl_sum,
+            itl_count=self.itl_count + other.itl_count,
+            running=self.running + other.running,
         )
 
     def went_backwards(self, previous: Counters) -> bool:
         """A counter decreased: the server restarted between the two scrapes."""
         if self.drafts < previous.drafts or self.draft_tokens < previous.draft_tokens:
             return True
-        if self.accepted < previous.accepted:
+        if self.accepted < previous.accepted or self.itl_count < previous.itl_count:
             return True
         return any(v < previous.per_pos.get(i, 0.0) for i, v in self.per_pos.items())
 
 
 def _keep(name: str) -> bool:
-    return name.startswith(PREFIX)
+    return name.startswith(PREFIX) or name.startswith(ITL) or name == RUNNING
 
 
 def counters_from_text(text: str, model_name: str | None = None) -> Counters | None:
@@ -70,10 +82,20 @@ def counters_from_text(text: str, model_name: str | None = None) -> Counters | N
     totals = {DRAFTS: 0.0, DRAFT_TOKENS: 0.0, ACCEPTED: 0.0}
     per_pos: dict[int, float] = {}
     created: float | None = None
+    itl_sum = itl_count = running = 0.0
     for sample in parse(text, _keep):
         if model_name is not None and sample.labels.get("model_name", model_name) != model_name:
             continue
         name = sample.name
+        if name == f"{ITL}_sum":
+            itl_sum += sample.value
+            continue
+        if name == f"{ITL}_count":
+            itl_count += sample.value
+            continue
+        if name == RUNNING:
+            running += sample.value
+            continue
         if name.endswith("_created"):
             if name.removesuffix("_created") in FAMILIES:
                 created = max(created or 0.0, sample.value)
@@ -93,7 +115,16 @@ def counters_from_text(text: str, model_name: str | None = None) -> Counters | N
             found = True
     if not found:
         return None
-    return Counters(totals[DRAFTS], totals[DRAFT_TOKENS], totals[ACCEPTED], per_pos, created)
+    return Counters(
+        totals[DRAFTS],
+        totals[DRAFT_TOKENS],
+        totals[ACCEPTED],
+        per_pos,
+        created,
+        itl_sum=itl_sum,
+        itl_count=itl_count,
+        running=running,
+    )
 
 
 def _round(value: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ class Target:
     url: str
     instance: str  # pod uid + container restart count: changes when counters restart
     started_at: float | None  # container start (epoch seconds)
+    plan: Any = None  # the pod's k, or its batch-size schedule ((lo, hi, k), ...), from its command line
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,28 @@ def _ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
+def speculative_plan(pod: dict[str, Any]) -> int | tuple[tuple[int, int, int], ...] | None:
+    """What the pod drafts, read from --speculative-config in its command line (either backend)."""
+    for ctr in (pod.get("spec") or {}).get("containers") or []:
+        argv = [*(ctr.get("command") or []), *(ctr.get("args") or [])]
+        for i, arg in enumerate(argv):
+            if arg in ("--speculative-config", "-sc") and i + 1 < len(argv):
+                raw = argv[i + 1]
+            elif arg.startswith("--speculative-config="):
+                raw = arg.split("=", 1)[1]
+            else:
+                continue
+            try:
+                config = json.loads(raw)
+                schedule = config.get("num_speculative_tokens_per_batch_size")
+                if schedule:
+                    return tuple((int(lo), int(hi), int(k)) for lo, hi, k in schedule)
+                return int(config["num_speculative_tokens"])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+    return None
+
+
 def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> list[Target]:
     """Ready pods as scrape targets."""
     out = []
@@ -70,6 +94,7 @@ def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> l
                 url=f"http://{host}:{port}/metrics",
                 instance=f"{meta.get('uid', '')}/{restarts}",
                 started_at=_epoch(started or status.get("startTime")),
+                plan=speculative_plan(pod),
             )
         )
     return out

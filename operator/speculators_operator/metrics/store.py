@@ -16,6 +16,38 @@ from speculators_operator.metrics.scraper import ScrapeResult
 from speculators_operator.metrics.window import AcceptanceWindow
 
 Key = tuple[str, str]  # (namespace, name)
+MeasureKey = tuple[int, int]  # (load bucket index, k)
+
+
+def bucket_of(running: float, bounds: tuple[int, ...]) -> int:
+    """Index of the load bucket of a running batch size: bounds are inclusive upper ends, ascending."""
+    size = max(1, round(running))
+    for i, bound in enumerate(bounds):
+        if size <= bound:
+            return i
+    return len(bounds)
+
+
+def k_of(plan: Any, running: float) -> int | None:
+    """The k a pod drafted at this batch size (its plan is a k or vLLM's batch-size schedule)."""
+    if isinstance(plan, int):
+        return plan
+    if isinstance(plan, tuple) and plan:
+        size = max(1, round(running))
+        k = plan[0][2]
+        for lo, _, value in sorted(plan):
+            if size >= lo:
+                k = value  # vLLM carries a range's k forward over gaps and past the last range
+        return k
+    return None
+
+
+def measure_key(bounds: tuple[int, ...]) -> Any:
+    def key(plan: Any, running: float) -> MeasureKey | None:
+        k = k_of(plan, running)
+        return None if k is None else (bucket_of(running, bounds), k)
+
+    return key
 
 
 @dataclass
@@ -28,6 +60,8 @@ class AcceptanceState:
     targets: int = 0  # ready pods scraped
     errors: list[str] = field(default_factory=list)
     scraped_at: float | None = None
+    # Window increases per (load bucket, k), for the choice of k (spec.tuning).
+    measures: dict[MeasureKey, Counters] = field(default_factory=dict)
 
 
 class MetricsStore:
@@ -43,7 +77,12 @@ class MetricsStore:
         return state
 
     def record_scrape(
-        self, key: Key, window_seconds: int, results: list[ScrapeResult], now: float
+        self,
+        key: Key,
+        window_seconds: int,
+        results: list[ScrapeResult],
+        now: float,
+        buckets: tuple[int, ...] = (),
     ) -> AcceptanceState:
         with self._lock:
             state = self._entry(key, window_seconds, "pods")
@@ -55,6 +94,7 @@ class MetricsStore:
                         res.counters,
                         instance=res.target.instance,
                         started_at=res.target.started_at,
+                        plan=res.target.plan,
                     )
             state.targets = len(results)
             state.errors = [r.error for r in results if r.error]
@@ -62,9 +102,11 @@ class MetricsStore:
             if state.window.has_data():
                 delta, pods = state.window.increase(now)
                 state.summary = summarize(delta, window_seconds=window_seconds, pods=pods, source="pods")
+                state.measures = state.window.increase_by(now, measure_key(buckets))
             else:
                 state.window.increase(now)  # ages out pods that are gone
                 state.summary = None
+                state.measures = {}
             return state
 
     def record_query(

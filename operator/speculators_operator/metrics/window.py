@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from speculators_operator.metrics.acceptance import Counters
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Point:
     counters: Counters
     instance: str
     started_at: float | None  # start of the container that produced this point
+    plan: Any = None  # what the pod was told to draft (k, or a batch-size schedule): tuning's key
 
 
 @dataclass
@@ -47,12 +52,19 @@ class AcceptanceWindow:
         self.pods: dict[str, PodSeries] = {}
 
     def observe(
-        self, pod: str, t: float, counters: Counters, *, instance: str = "", started_at: float | None = None
+        self,
+        pod: str,
+        t: float,
+        counters: Counters,
+        *,
+        instance: str = "",
+        started_at: float | None = None,
+        plan: Any = None,
     ) -> None:
         series = self.pods.setdefault(pod, PodSeries())
         if series.points and t <= series.points[-1].t:
             return  # out of order or duplicate
-        series.points.append(Point(t, counters, instance, started_at))
+        series.points.append(Point(t, counters, instance, started_at, plan))
         self._trim(t)
 
     def _trim(self, now: float) -> None:
@@ -64,28 +76,50 @@ class AcceptanceWindow:
             if points and points[-1].t < start:
                 del self.pods[pod]  # gone for a whole window: nothing of it is left to count
 
-    def increase(self, now: float) -> tuple[Counters, int]:
-        """(sum of increases over [now - window, now], number of pods that contributed)."""
+    def _steps(self, now: float) -> Iterator[tuple[int, Any, float, Counters]]:
+        """(pod index, plan, mean running batch, increase) of every scrape-to-scrape step in the window."""
         self._trim(now)
         start = now - self.window
+        for index, series in enumerate(self.pods.values()):
+            points = list(series.points)
+            if not points:
+                continue
+            first = points[0]
+            if first.t > start and first.started_at is not None and first.started_at >= start:
+                # The container started inside the window: its counters began at zero then.
+                yield index, first.plan, first.counters.running, first.counters
+            for prev, cur in itertools.pairwise(points):
+                step = cur.counters if _reset_between(prev, cur) else cur.counters.minus(prev.counters)
+                yield index, cur.plan, (prev.counters.running + cur.counters.running) / 2, step
+
+    def increase(self, now: float) -> tuple[Counters, int]:
+        """(sum of increases over [now - window, now], number of pods that contributed)."""
         total = Counters()
-        contributing = 0
+        for _, _, _, step in self._steps(now):
+            total = total.plus(step)
+        return total, self._contributing(now)
+
+    def _contributing(self, now: float) -> int:
+        start = now - self.window
+        count = 0
         for series in self.pods.values():
             points = list(series.points)
             if not points:
                 continue
             first = points[0]
-            delta = Counters()
-            if first.t > start and first.started_at is not None and first.started_at >= start:
-                # The container started inside the window: its counters began at zero then.
-                delta = delta.plus(first.counters)
-            for prev, cur in itertools.pairwise(points):
-                step = cur.counters if _reset_between(prev, cur) else cur.counters.minus(prev.counters)
-                delta = delta.plus(step)
-            if len(points) > 1 or delta.drafts > 0:
-                contributing += 1
-            total = total.plus(delta)
-        return total, contributing
+            started_inside = first.t > start and first.started_at is not None and first.started_at >= start
+            if len(points) > 1 or (started_inside and first.counters.drafts > 0):
+                count += 1
+        return count
+
+    def increase_by(self, now: float, key: Callable[[Any, float], K | None]) -> dict[K, Counters]:
+        """Increases grouped by key(plan, running batch) of each step (None: left out)."""
+        out: dict[K, Counters] = {}
+        for _, plan, running, step in self._steps(now):
+            k = key(plan, running)
+            if k is not None:
+                out[k] = out.get(k, Counters()).plus(step)
+        return out
 
     def has_data(self) -> bool:
         return any(s.points for s in self.pods.values())

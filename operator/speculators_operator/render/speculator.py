@@ -23,6 +23,8 @@ class ResolvedDraft:
     source: ModelSource
     method: str
     num_speculative_tokens: int
+    # vLLM's num_speculative_tokens_per_batch_size: ((first batch size, last, k), ...), from spec.tuning.
+    schedule: tuple[tuple[int, int, int], ...] | None = None
 
 
 class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
@@ -195,6 +197,11 @@ def vllm_argv(ctx: SpeculatorContext, verifier_path: str, draft_path: str, draft
         port=v.port,
         host="0.0.0.0",
         served_model_name=ctx.served_model_name,
+        speculative_extra=(
+            {"num_speculative_tokens_per_batch_size": [list(entry) for entry in draft.schedule]}
+            if draft.schedule
+            else None
+        ),
         extra_args=list(v.extra_args),
     )
 

@@ -103,6 +103,8 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
             "after": hashes["train"],
             "maxSamples": spec.evaluation.max_samples,
             "k": spec.training.num_speculative_tokens,
+            "maxK": eval_max_k(spec),
+            "promptSet": prompt_set_path(ctx),
         }
     )
     if spec.output.s3 or spec.output.hub:
@@ -113,6 +115,27 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
         }
         hashes["publish"] = r.spec_hash({"after": hashes["train"], "targets": targets})
     return hashes
+
+
+def eval_max_k(spec: SpeculatorTrainingSpec) -> int:
+    """Tokens drafted per step in evaluation: never fewer than the draft's own k."""
+    return max(spec.evaluation.max_speculative_tokens, spec.training.num_speculative_tokens)
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text)
+    return "-".join(part for part in out.split("-") if part)[:120] or "verifier"
+
+
+def prompt_set_path(ctx: TrainingContext) -> str:
+    """The fixed evaluation prompt set, shared by every training of this verifier on the claim."""
+    spec = ctx.spec
+    if spec.evaluation.prompt_set:
+        return f"{c.WORKSPACE_MOUNT}/{spec.evaluation.prompt_set}"
+    source = parse_source(spec.verifier.uri)
+    name = source.repo_id if source.scheme == "hf" and source.repo_id else spec.verifier.uri.split("://")[-1]
+    revision = f"@{spec.verifier.revision}" if spec.verifier.revision else ""
+    return f"{c.WORKSPACE_MOUNT}/eval-prompts/{_slug(name + revision)}.jsonl"
 
 
 def _labels(ctx: TrainingContext, component: str, instance: str) -> dict[str, str]:
@@ -371,6 +394,10 @@ def _eval(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[s
         ctx.dir("data"),
         "--num-speculative-tokens",
         str(spec.training.num_speculative_tokens),
+        "--max-speculative-tokens",
+        str(eval_max_k(spec)),
+        "--prompt-set",
+        prompt_set_path(ctx),
         "--max-samples",
         str(spec.evaluation.max_samples),
         "--summary-path",

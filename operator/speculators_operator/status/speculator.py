@@ -6,7 +6,7 @@ the resolve Job), then render the Deployment and Service, then report their heal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
 from speculators_operator.status import kserve as kserve_status
 from speculators_operator.status import route as route_status
+from speculators_operator.status import tuning as auto_k
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
 from speculators_operator.status.jobs import observe_job, parse_summary
 from speculators_operator.status.plan import Event, Plan, phase_events
@@ -282,6 +283,22 @@ def derive_speculator(
         draft_cond, draft = _resolve(ctx, observed, previous, plan)
     conds.append(draft_cond)
 
+    tuning: auto_k.Tuning | None = None
+    if draft is not None and spec.tuning.mode == "auto":
+        state = observed.acceptance
+        tuning = auto_k.tune(
+            spec,
+            draft.source.uri,
+            draft.num_speculative_tokens,
+            previous.get("tuning"),
+            state.measures if state is not None else None,
+            observed.training,
+            now,
+            window_seconds=spec.metrics.window_seconds,
+        )
+        draft = replace(draft, num_speculative_tokens=tuning.k, schedule=tuning.schedule)
+        plan.events += tuning.events
+
     kserve = spec.backend == "kserve"
     # Children of the other backend (the backend was switched): deleted, not left running on GPUs.
     stale = (
@@ -362,6 +379,8 @@ def derive_speculator(
         phase = "Deploying"
     status["phase"] = phase
     extra = [route_cond] if route_cond else []
+    if tuning is not None and tuning.condition is not None:
+        extra.insert(0, tuning.condition)
     status["conditions"] = merge(
         previous.get("conditions"), [*conds, metrics_cond, *extra, ready], generation, now
     )
@@ -388,6 +407,8 @@ def derive_speculator(
         status["draft"] = previous["draft"]
     if acceptance is not None:
         status["acceptance"] = acceptance
+    if tuning is not None and tuning.status is not None:
+        status["tuning"] = tuning.status
 
     failed = phase in ("Failed", "Degraded")
     plan.events += phase_events("speculator", previous.get("phase"), phase, ready.message, failed=failed)

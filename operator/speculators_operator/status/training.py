@@ -14,6 +14,7 @@ from typing import Any
 
 from speculators_operator import constants as c
 from speculators_operator.render import training as render
+from speculators_operator.status import promotion as gate
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
 from speculators_operator.status.jobs import JobObservation, observe_job
 from speculators_operator.status.plan import Event, Plan, phase_events
@@ -49,8 +50,12 @@ class TrainingObserved:
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # by step
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by Job name
-    speculator: dict[str, Any] | None = None  # the spec.deploy child
+    speculator: dict[str, Any] | None = None  # the spec.deploy child, when this training controls it
     workspace: dict[str, Any] | None = None  # the workspace PVC, when the operator creates it
+    # The Speculator spec.deploy names, whoever controls it, and the trainings behind it (not this one):
+    deploy_target: dict[str, Any] | None = None
+    target_training: dict[str, Any] | None = None  # the training whose draft the target serves now
+    target_controller: dict[str, Any] | None = None  # the training controlling the target
 
 
 def _f(value: Any) -> float | None:
@@ -254,16 +259,28 @@ def derive_training(
     progress["percent"] = min(100, round(100 * percent / total))
     status["progress"] = progress
 
+    # The promotion gate: decided once per evaluation, then kept (see status/promotion.py).
+    decision = _promotion(ctx, observed, previous, hashes, evaluation, "eval" in done, now)
+    if decision is not None:
+        status["promotion"] = decision
+        if (previous.get("promotion") or {}).get("decidedAt") != decision.get("decidedAt"):
+            kind = "Normal" if decision["promoted"] else "Warning"
+            reason = "Promoted" if decision["promoted"] else "NotPromoted"
+            plan.events.append(Event(kind, reason, f"{decision['reason']}: {decision['message']}"))
+    promoted = bool(decision and decision.get("promoted"))
+
     # Phase and conditions.
     all_done = failed is None and current is None
     deploy_cond: Cond | None = None
     if spec.deploy is not None:
-        deploy_cond = _deployed(ctx, observed, all_done)
-        if all_done:
+        deploy_cond = _deployed(ctx, observed, all_done, decision)
+        if all_done and promoted and deploy_cond.reason != SUPERSEDED:
             child = render.deploy_speculator(ctx)
             assert child
             plan.apply.append(child)
             status["speculatorRef"] = {"name": child["metadata"]["name"]}
+        elif previous.get("speculatorRef") and deploy_cond.reason == SUPERSEDED:
+            status["speculatorRef"] = previous["speculatorRef"]
     if failed:
         phase = "Failed"
     elif current:
@@ -279,9 +296,18 @@ def derive_training(
         status["completionTime"] = kept or now
 
     conds = _step_conditions(spec, steps, records, done, current, failed)
-    if deploy_cond:
+    promoted_cond = gate.condition(decision, "eval" in done)
+    # Promoted and a deploy the gate held back (or a newer draft took over) do not gate Ready: a training
+    # whose draft was not worth serving still did its job (Argo CD: Healthy, with the message).
+    informational = [promoted_cond]
+    if deploy_cond and deploy_cond.reason in (NOT_PROMOTED, SUPERSEDED):
+        informational.append(deploy_cond)
+    elif deploy_cond:
         conds.append(deploy_cond)
     ready = aggregate(conds, ready_reason="Succeeded", ready_message=_ready_message(status))
+    if ready.status == "True" and decision is not None and not promoted:
+        ready = Cond("Ready", "True", "Succeeded", f"{ready.message}; not promoted: {decision['message']}")
+    conds = _ordered(conds, informational)
     if failed:
         ready = Cond("Ready", "False", FAILED_REASON_OF_STEP[failed[0]], failed[1])
     status["conditions"] = merge(previous.get("conditions"), [*conds, ready], generation, now)
@@ -296,6 +322,42 @@ def derive_training(
     plan.events += phase_events("training", previous.get("phase"), phase, message, failed=bool(failed))
     plan.status = status
     return plan
+
+
+NOT_PROMOTED = "NotPromoted"
+SUPERSEDED = "Superseded"
+
+
+def _ordered(conds: list[Cond], extra: list[Cond]) -> list[Cond]:
+    """Step conditions, then Promoted, then Deployed (the order kubectl describe shows)."""
+    deployed = [x for x in [*conds, *extra] if x.type == "Deployed"]
+    rest = [x for x in conds if x.type != "Deployed"]
+    promoted = [x for x in extra if x.type == "Promoted"]
+    return [*rest, *promoted, *deployed]
+
+
+def _promotion(
+    ctx: render.TrainingContext,
+    observed: TrainingObserved,
+    previous: dict[str, Any],
+    hashes: dict[str, str],
+    evaluation: dict[str, Any] | None,
+    evaluated: bool,
+    now: str,
+) -> dict[str, Any] | None:
+    """status.promotion: the decision made for this evaluation, or a new one once it has finished."""
+    kept = previous.get("promotion") or {}
+    if kept and kept.get("evalHash") == hashes["eval"]:
+        return kept
+    if not evaluated:
+        return None
+    spec = ctx.spec
+    serving = gate.serving_measure(
+        observed.deploy_target, observed.target_training, ctx.artifact_uri, spec.promotion.min_live_drafts
+    )
+    has_target = spec.deploy is not None and observed.deploy_target is not None
+    decision = gate.decide(spec.promotion, evaluation, serving, has_target=has_target)
+    return {**decision, "decidedAt": now, "evalHash": hashes["eval"]}
 
 
 def _still_valid(prev_steps: dict[str, dict[str, Any]], step: str, hashes: dict[str, str]) -> bool:
@@ -327,9 +389,25 @@ def _evaluation(obs: JobObservation) -> dict[str, Any] | None:
     out: dict[str, Any] = {"perPositionAcceptance": _floats(s.get("per_pos"))}
     if isinstance(s.get("k"), int):
         out["numSpeculativeTokens"] = s["k"]
-    for key, src in (("meanAcceptanceLength", "mean_accept_len"), ("expectedSpeedup", "speedup")):
+    for key, src in (
+        ("meanAcceptanceLength", "mean_accept_len"),
+        ("expectedSpeedup", "speedup"),
+        ("draftCostRatio", "draft_cost_ratio"),
+    ):
         if _f(s.get(src)) is not None:
-            out[key] = _f(s.get(src))
+            out[key] = _f(s.get(src)) if key != "draftCostRatio" else round(float(s[src]), 6)
+    for key, src in (
+        ("conditionalAcceptance", "cond_per_pos"),
+        ("acceptanceLengthByK", "accept_len_by_k"),
+        ("speedupByK", "speedup_by_k"),
+    ):
+        if s.get(src):
+            out[key] = _floats(s.get(src))
+    prompt_set = s.get("prompt_set")
+    if isinstance(prompt_set, dict) and isinstance(prompt_set.get("sha256"), str):
+        out["promptSet"] = prompt_set["sha256"][:64]
+    if isinstance(s.get("samples"), int):
+        out["samples"] = s["samples"]
     return out
 
 
@@ -370,10 +448,33 @@ def _step_conditions(
     return conds
 
 
-def _deployed(ctx: render.TrainingContext, observed: TrainingObserved, all_done: bool) -> Cond:
+def _superseded_by(ctx: render.TrainingContext, observed: TrainingObserved, decided: str) -> str | None:
+    """The training that took the deploy target over with a newer promotion, if any."""
+    target, controller = observed.deploy_target, observed.target_controller
+    if target is None or controller is None or observed.speculator is not None:
+        return None
+    theirs = gate.decision_time(controller)
+    name = controller["metadata"]["name"]
+    # Newer decision wins; equal times (seconds) go to the later name, so exactly one side yields.
+    return name if (theirs, name) > (decided, ctx.name) else None
+
+
+def _deployed(
+    ctx: render.TrainingContext, observed: TrainingObserved, all_done: bool, decision: dict[str, Any] | None
+) -> Cond:
     name = render.deploy_name(ctx)
     if not all_done:
         return Cond("Deployed", "Unknown", "Waiting", f"Speculator {name} is created when training succeeds")
+    if decision is None:
+        return Cond("Deployed", "Unknown", "Waiting", "waits for the promotion gate")
+    if not decision.get("promoted"):
+        serving = ""
+        if observed.deploy_target is not None and observed.speculator is None:
+            serving = f"; Speculator {name} keeps serving its current draft"
+        return Cond("Deployed", "False", NOT_PROMOTED, f"not deployed: {decision.get('message')}{serving}")
+    other = _superseded_by(ctx, observed, str(decision.get("decidedAt") or ""))
+    if other is not None:
+        return Cond("Deployed", "False", SUPERSEDED, f"Speculator {name} now serves the draft of {other}")
     child = observed.speculator
     if child is None:
         return Cond("Deployed", "Unknown", "Creating", f"creating Speculator {name}")

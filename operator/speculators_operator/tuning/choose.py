@@ -1,0 +1,123 @@
+"""The choice of k (per load bucket) with hysteresis: a pure function of the measures and the last change.
+
+Rules, in order:
+- decide only on enough evidence: the k being served needs `minDrafts` drafts in the window (steps, for a
+  bucket with speculation off);
+- the best k maximises expected tokens per second (tuning.model), looking at most one step beyond the
+  largest k measured (exploration is bounded; the next window measures it);
+- change only when the best beats the served k by `minGain` percent, and never within `cooldownSeconds`
+  of the last change: rates that sit on a boundary cannot make k flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from speculators_operator.tuning.model import Measure, StepCost, extend_rates, tokens_per_second
+
+TUNED = "Tuned"
+STABLE = "Stable"
+COOLDOWN = "Cooldown"
+WAITING = "WaitingForData"
+
+
+@dataclass(frozen=True)
+class Params:
+    k_min: int = 1
+    k_max: int = 8
+    min_gain: float = 0.05  # fraction
+    cooldown_seconds: float = 600.0
+    min_drafts: float = 500.0
+    allow_off: bool = False  # k = 0 (speculation off) is a candidate: load buckets only
+
+
+@dataclass(frozen=True)
+class Choice:
+    k: int
+    reason: str
+    message: str
+    expected_gain: float = 0.0  # T(k) / T(served) - 1
+    expected_speedup: float | None = None  # T(k) / T(0)
+    explored: bool = False  # k lies beyond every measured k
+
+    @property
+    def changed(self) -> bool:
+        return self.reason == TUNED
+
+
+def _evidence(current: int, measures: Sequence[Measure]) -> float:
+    here = [m for m in measures if m.k == current]
+    if current == 0:
+        return sum(m.drafts for m in here)  # for k=0 the caller counts steps in `drafts`
+    return sum(m.drafts for m in here)
+
+
+def choose(
+    current: int,
+    bucket_measures: Sequence[Measure],
+    rates: Sequence[float],
+    cost: StepCost,
+    params: Params,
+    *,
+    since_change: float | None,
+    offline_cond: Sequence[float] = (),
+    label: str = "",
+) -> Choice:
+    """The k to serve next in one bucket. `rates`: pooled live per-position rates (all buckets)."""
+    where = f" ({label})" if label else ""
+    evidence = _evidence(current, bucket_measures)
+    if evidence < params.min_drafts:
+        what = "steps" if current == 0 else "drafts"
+        return Choice(
+            current,
+            WAITING,
+            f"k={current}{where}: {evidence:.0f}/{params.min_drafts:.0f} {what} in the window",
+        )
+    measured_top = max([len(rates), *(m.k for m in bucket_measures if m.drafts >= params.min_drafts)])
+    full = extend_rates(rates, params.k_max, offline_cond)
+    lo = 0 if params.allow_off else params.k_min
+    candidates = [
+        k for k in range(lo, params.k_max + 1) if (k == 0 or k >= params.k_min) and k <= measured_top + 1
+    ]
+    if current not in candidates:
+        candidates.append(current)
+    speed = {k: tokens_per_second(k, full, cost) for k in candidates}
+    base = tokens_per_second(0, full, cost)
+    best = max(candidates, key=lambda k: (speed[k], -abs(k - current), -k))
+    gain = speed[best] / speed[current] - 1.0 if speed[current] > 0 else float("inf")
+    speedup = speed[best] / base if base > 0 else None
+    tail = f"expected speed-up {speed[current] / base:.3f} at k={current}" if base > 0 else ""
+    if best == current or gain < params.min_gain:
+        note = "" if best == current else f"; k={best} would gain {100 * gain:.1f}% < minGain"
+        return Choice(
+            current, STABLE, f"k={current}{where} is best: {tail}{note}", 0.0, speed[current] / base
+        )
+    if since_change is not None and since_change < params.cooldown_seconds:
+        left = params.cooldown_seconds - since_change
+        return Choice(
+            current,
+            COOLDOWN,
+            f"k={current}{where}: k={best} would gain {100 * gain:.1f}%, cooldown has {left:.0f}s left",
+            0.0,
+            speed[current] / base,
+        )
+    explored = best > max((m.k for m in bucket_measures if m.drafts > 0), default=len(rates))
+    verb = "exploring" if explored else "tuned"
+    return Choice(
+        best,
+        TUNED,
+        f"k {current} → {best}{where} ({verb}): expected +{100 * gain:.1f}% tokens/s, speed-up {speedup:.3f}"
+        if speedup is not None
+        else f"k {current} → {best}{where} ({verb}): expected +{100 * gain:.1f}% tokens/s",
+        gain,
+        speedup,
+        explored,
+    )
+
+
+def best_fixed_k(rates: Sequence[float], cost: StepCost, params: Params) -> int:
+    """Exhaustive search with the true rates (benchmarks compare the tuner against it)."""
+    lo = 0 if params.allow_off else params.k_min
+    ks = [k for k in range(lo, params.k_max + 1) if k == 0 or k >= params.k_min]
+    return max(ks, key=lambda k: (tokens_per_second(k, rates, cost), -k))
