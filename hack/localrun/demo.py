@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,17 @@ def pvc_host_path(claim: str, ns: str) -> Path:
 def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = log.open("w")
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+class _Stopper:
+    """Stops the stand-in fleet with the demo's other servers."""
+
+    def __init__(self, stop: threading.Event, fleet: vllm_standin.Fleet) -> None:
+        self.stop, self.fleet = stop, fleet
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.fleet.close()
 
 
 def main() -> int:
@@ -188,18 +200,42 @@ def main() -> int:
             timeout=120,
             show=("speculators", "-n", LOCAL_NS),
         )
-        per_pos = training["status"]["evaluation"]["perPositionAcceptance"]
-        pods = get_json("pods", "-n", LOCAL_NS, "-l", "speculators.ai/speculator=tiny-eagle3")["items"]
-        for pod in pods:
-            ip = pod["status"]["podIP"]
-            servers.append(vllm_standin.serve(ip, 8000, per_pos, "tiny-eagle3"))
-            print(f"vLLM /metrics stand-in on {ip}:8000 (rates from the offline evaluation: {per_pos})")
+        evaluation = training["status"]["evaluation"]
+        promotion = training["status"].get("promotion") or {}
+        print(f"promotion gate: {promotion.get('reason')}: {promotion.get('message')}")
+        # The stand-in vLLM servers replay the offline evaluation's per-position rates and cost ratio, each
+        # drafting the k of its own pod's command line, so automatic k is seen choosing and rolling.
+        scenario = vllm_standin.Scenario(
+            conditional=evaluation.get("conditionalAcceptance") or [0.5],
+            cost_ratio=float(evaluation.get("draftCostRatio") or 0.05),
+        )
+        fleet = vllm_standin.Fleet(
+            lambda: get_json("pods", "-n", LOCAL_NS, "-l", "speculators.ai/speculator=tiny-eagle3")["items"],
+            scenario,
+            8000,
+            "tiny-eagle3",
+        )
+        stop = threading.Event()
+        threading.Thread(target=fleet.run, args=(stop,), daemon=True).start()
+        servers.append(_Stopper(stop, fleet))
+        print(f"vLLM /metrics stand-ins on the pods' IPs (conditional rates {scenario.conditional})")
         wait_until(
-            "acceptance metrics in the Speculator's status",
-            lambda: (get_json("speculator", "tiny-eagle3", "-n", LOCAL_NS).get("status") or {}).get(
-                "acceptance"
+            "acceptance metrics and a settled k in the Speculator's status",
+            lambda: (
+                (status_of("speculator", "tiny-eagle3", LOCAL_NS).get("acceptance") or {}).get("drafts")
+                and any(
+                    c["type"] == "Tuned" and c["reason"] == "Stable"
+                    for c in status_of("speculator", "tiny-eagle3", LOCAL_NS).get("conditions", [])
+                )
             ),
-            timeout=180,
+            timeout=240,
+            show=("speculators", "-n", LOCAL_NS),
+        )
+        tuning = status_of("speculator", "tiny-eagle3", LOCAL_NS).get("tuning") or {}
+        print(
+            f"automatic k: k={tuning.get('numSpeculativeTokens')} after {tuning.get('changes')} change(s); "
+            f"last: {tuning.get('lastChange') or '-'}; cost ratio {tuning.get('costRatio')} "
+            f"({tuning.get('costRatioSource')})"
         )
         say("6. Result")
         kubectl("get", "speculatortrainings,speculators", "-A")

@@ -253,11 +253,14 @@ def test_safetensors_header_counts_and_truncation(tmp_path: Path) -> None:
         read_header(path)
 
 
-@pytest.mark.parametrize("first", ["speculators_core.format", "speculators_core.serving"])
+@pytest.mark.parametrize(
+    "first", ["speculators_core.format", "speculators_core.serving", "speculators_core.eval.cost"]
+)
 def test_format_and_serving_import_without_torch(first: str) -> None:
     """The operator imports these (in either order) and never torch."""
     code = (
-        f"import sys; import {first}; import speculators_core.format, speculators_core.serving; "
+        f"import sys; import {first}; import speculators_core.format, speculators_core.serving, "
+        "speculators_core.eval.cost; "
         "bad = [m for m in ('torch', 'transformers', 'safetensors', 'huggingface_hub') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -103,24 +103,39 @@ def test_examples_apply_and_show_in_kubectl_get(operator: OperatorProcess, k: Ku
 
     # Without sim markers kwok finishes every Job pod at once, so the pipeline runs straight through.
     k.wait_phase("SpeculatorTraining", "llama3-8b-eagle3", "Succeeded", timeout=90)
-    for name in ("llama3-8b-eagle3", "llama3-8b-eagle3-k4", "llama3-8b-redhat-eagle3"):
+    for name in ("llama3-8b-eagle3-k4", "llama3-8b-redhat-eagle3"):
         k.wait_phase("Speculator", name, "Running", timeout=90)
-    # The training's Ready also covers its deployed Speculator: it follows that child's status a moment later.
-    k.wait_status(
+    # kwok's eval pods report no numbers, so the promotion gate keeps spec.deploy back: the training is
+    # still Ready (it did its job) and says why; a trainingRef Speculator (the user's own choice) serves.
+    status = k.wait_status(
         "SpeculatorTraining",
         "llama3-8b-eagle3",
-        lambda s: any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", [])),
-        "training Ready after its Speculator",
+        lambda s: any(c["type"] == "Promoted" and c["status"] == "False" for c in s.get("conditions", [])),
+        "the gate decided",
         timeout=90,
     )
+    assert [(c["status"], c["reason"]) for c in status["conditions"] if c["type"] == "Promoted"] == [
+        ("False", "NoEvaluation")
+    ]
+    assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["True"]
+    assert k.get("Speculator", "llama3-8b-eagle3") is None
     out = subprocess.run([*kubectl, "get", "speculatortrainings,speculators"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     print(out.stdout)
-    assert lines[0].split() == ["NAME", "PHASE", "PROGRESS", "ACCEPT-LEN", "READY", "REASON", "AGE"]
+    assert lines[0].split() == [
+        "NAME",
+        "PHASE",
+        "PROGRESS",
+        "ACCEPT-LEN",
+        "PROMOTED",
+        "READY",
+        "REASON",
+        "AGE",
+    ]
     training_row = lines[1].split()  # empty cells (no evaluation summary on kwok) vanish in split()
     assert training_row[0] == "speculatortraining.speculators.ai/llama3-8b-eagle3"
-    assert training_row[1:3] == ["Succeeded", "100"] and training_row[-3:-1] == ["True", "Succeeded"]
+    assert training_row[1:3] == ["Succeeded", "100"] and training_row[-4:-1] == ["False", "True", "Succeeded"]
     header = next(line for line in lines[2:] if line.startswith("NAME"))
     assert header.split() == [
         "NAME",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import Kube, OperatorProcess
-from spd_testlib import INSPECT, cond, speculator_body, training_body
+from spd_testlib import EVAL, INSPECT, cond, speculator_body, training_body
 
 from harness.operator_process import service_account_kubeconfig
 from speculators_operator.rbac import cluster_role
@@ -51,7 +51,11 @@ def test_operator_runs_with_the_declared_cluster_role(
     try:
         k.create(
             training_body(
-                "rbac", training={"mode": "online", "nodes": 2}, podMetadata=None, deploy={"replicas": 1}
+                "rbac",
+                training={"mode": "online", "nodes": 2},
+                # kwok completes every pod at once; the eval's numbers let the promotion gate pass.
+                podMetadata={"annotations": {"sim.speculators.ai/termination-message": json.dumps(EVAL)}},
+                deploy={"replicas": 1},
             )
         )
         k.create(

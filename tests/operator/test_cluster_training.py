@@ -90,6 +90,7 @@ def test_pipeline_children_phases_results_and_deploy(operator: OperatorProcess, 
         "numSpeculativeTokens": 3,
         "meanAcceptanceLength": 2.4,
         "expectedSpeedup": 1.9,
+        "samples": 8,
     }
     assert status["progress"]["percent"] == 100
     assert [s["state"] for s in status["steps"]] == ["Succeeded"] * 4

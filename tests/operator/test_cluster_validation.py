@@ -109,6 +109,29 @@ SPECULATOR_CASES = [
     ("missing-verifier", "spec.verifier", _DELETE, "spec.verifier: Required value"),
     ("name-starts-with-digit", "metadata.name", "8b-llama", "metadata.name must start with a letter"),
     ("name-too-long", "metadata.name", "l" * 56, "at most 55 characters"),
+    (
+        "tuning-min-above-max",
+        "spec.tuning",
+        {"mode": "auto", "min": 5, "max": 3},
+        "tuning.min must not exceed tuning.max",
+    ),
+    ("tuning-mode", "spec.tuning", {"mode": "sometimes"}, 'Unsupported value: "sometimes"'),
+    (
+        "tuning-buckets-unsorted",
+        "spec.tuning",
+        {"mode": "auto", "loadBuckets": [16, 4]},
+        "tuning.loadBuckets must be ascending batch sizes",
+    ),
+    (
+        "tuning-buckets-duplicate",
+        "spec.tuning",
+        {"mode": "auto", "loadBuckets": [4, 4]},
+        "Duplicate value: 4",
+    ),
+    ("tuning-bucket-zero", "spec.tuning", {"loadBuckets": [0]}, "should be greater than or equal to 1"),
+    ("tuning-min-gain", "spec.tuning", {"minGain": -1}, "should be greater than or equal to 0"),
+    ("tuning-cooldown", "spec.tuning", {"cooldownSeconds": 1}, "should be greater than or equal to 10"),
+    ("tuning-cost-ratio", "spec.tuning", {"draftCostRatio": 0}, "should be greater than 0"),
 ]
 
 TRAINING_CASES = [
@@ -154,6 +177,38 @@ TRAINING_CASES = [
     ("deploy-k", "spec.deploy", {"numSpeculativeTokens": 20}, "should be less than or equal to 16"),
     ("deploy-name", "spec.deploy", {"name": "9serve"}, "deploy.name must be a DNS-1035 label"),
     ("pull-policy", "spec.image", {"pullPolicy": "Sometimes"}, 'Unsupported value: "Sometimes"'),
+    (
+        "promotion-speedup",
+        "spec.promotion",
+        {"minExpectedSpeedup": -1},
+        "should be greater than or equal to 0",
+    ),
+    (
+        "promotion-length",
+        "spec.promotion",
+        {"minMeanAcceptanceLength": 0.5},
+        "should be greater than or equal to 1",
+    ),
+    ("promotion-live-drafts", "spec.promotion", {"minLiveDrafts": 0}, "should be greater than or equal to 1"),
+    ("eval-max-k", "spec.evaluation", {"maxSpeculativeTokens": 17}, "should be less than or equal to 16"),
+    (
+        "eval-prompt-set-absolute",
+        "spec.evaluation",
+        {"promptSet": "/etc/passwd"},
+        "evaluation.promptSet must be a relative path inside the workspace",
+    ),
+    (
+        "eval-prompt-set-dotdot",
+        "spec.evaluation",
+        {"promptSet": "a/../../b.jsonl"},
+        "evaluation.promptSet must be a relative path inside the workspace",
+    ),
+    (
+        "deploy-auto-k-outside-range",
+        "spec.deploy",
+        {"numSpeculativeTokens": 9, "tuning": {"mode": "auto", "max": 6}},
+        "with tuning.mode auto, numSpeculativeTokens is the k to start from",
+    ),
 ]
 
 

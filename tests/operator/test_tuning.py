@@ -53,23 +53,27 @@ def test_best_k_table(rates, cost_ratio, expected):
     assert best_k(rates[:8], cost_ratio) == expected  # speculators_core's offline table agrees
 
 
-def test_choice_moves_straight_down_but_explores_up_one_step_at_a_time():
-    cost = StepCost(None, 0.02, "prior")
-    params = Params(k_max=8, min_drafts=100)
-    # Measured at k=3 on a high-acceptance draft: the model would like 8, but only 4 is one step beyond.
-    choice = choose(3, [measure(3, HIGH)], pooled_rates([measure(3, HIGH)]), cost, params, since_change=None)
-    assert (choice.k, choice.reason, choice.explored) == (4, TUNED, True)
-    assert "k 3 → 4" in choice.message and "exploring" in choice.message
-    # Measured at k=8 on a low-acceptance draft: every shorter k is measured, so it goes straight to 2.
-    choice = choose(
-        8,
-        [measure(8, LOW)],
-        pooled_rates([measure(8, LOW)]),
-        StepCost(None, 0.05, "prior"),
-        params,
-        since_change=None,
-    )
-    assert (choice.k, choice.reason, choice.explored) == (2, TUNED, False)
+def test_choice_explores_up_to_the_estimate_then_corrects_down_exactly():
+    params = Params(k_max=8, min_drafts=100, min_gain=0.02)
+    # Measured at k=2 on a draft whose acceptance falls off after position 2: the last conditional rate
+    # (0.85) is an optimistic tail, so the tuner overshoots to the cap...
+    truth = per_position_from_conditional([0.9, 0.85, 0.8, 0.6, 0.4, 0.3, 0.3, 0.3])
+    cost = StepCost(None, 0.05, "prior")
+    first = choose(2, [measure(2, truth)], pooled_rates([measure(2, truth)]), cost, params, since_change=None)
+    assert (first.k, first.reason, first.explored) == (8, TUNED, True)
+    assert "k 2 → 8" in first.message and "exploring" in first.message
+    # ... where every position below 8 is now measured: the correction down is exact, to the true best.
+    measures = [measure(2, truth), measure(8, truth)]
+    second = choose(8, measures, pooled_rates(measures), cost, params, since_change=None)
+    assert second.k == best_fixed_k(truth, cost, params) == 4 and not second.explored
+    third = choose(4, [*measures, measure(4, truth)], pooled_rates(measures), cost, params, since_change=None)
+    assert third.reason == STABLE
+    # With the training's offline shape as the tail, the first move already lands on the best k.
+    guided = choose(
+        2, [measure(2, truth)], pooled_rates([measure(2, truth)]), cost, params, since_change=None,
+        offline_cond=[0.9, 0.85, 0.8, 0.6, 0.4, 0.3, 0.3, 0.3],
+    )  # fmt: skip
+    assert guided.k == 4
 
 
 @pytest.mark.parametrize(

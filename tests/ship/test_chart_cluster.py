@@ -67,6 +67,9 @@ def _speculator(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+EVAL_SUMMARY = {"step": "eval", "k": 3, "mean_accept_len": 2.4, "per_pos": [0.75, 0.45, 0.2], "speedup": 1.9}
+
+
 def _training(name: str) -> dict[str, Any]:
     return {
         "apiVersion": API,
@@ -78,6 +81,10 @@ def _training(name: str) -> dict[str, Any]:
             "training": {"mode": "online"},
             "output": {"pvc": {"size": "1Gi"}},
             "deploy": {"replicas": 1},
+            # kwok completes every pod at once; an eval summary with numbers lets the promotion gate pass.
+            "podMetadata": {
+                "annotations": {"sim.speculators.ai/termination-message": json.dumps(EVAL_SUMMARY)}
+            },
         },
     }
 

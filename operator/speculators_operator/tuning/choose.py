@@ -3,8 +3,10 @@
 Rules, in order:
 - decide only on enough evidence: the k being served needs `minDrafts` drafts in the window (steps, for a
   bucket with speculation off);
-- the best k maximises expected tokens per second (tuning.model), looking at most one step beyond the
-  largest k measured (exploration is bounded; the next window measures it);
+- the best k maximises expected tokens per second (tuning.model). Beyond the largest measured k the rates
+  are estimates, so a move up is an exploration: it goes to the estimated best at once, and afterwards
+  every position below the new k is measured, so a correction (down) is exact — two rollouts to the best
+  k (or to within minGain of it) when the traffic holds still;
 - change only when the best beats the served k by `minGain` percent, and never within `cooldownSeconds`
   of the last change: rates that sit on a boundary cannot make k flap.
 """
@@ -47,10 +49,8 @@ class Choice:
 
 
 def _evidence(current: int, measures: Sequence[Measure]) -> float:
-    here = [m for m in measures if m.k == current]
-    if current == 0:
-        return sum(m.drafts for m in here)  # for k=0 the caller counts steps in `drafts`
-    return sum(m.drafts for m in here)
+    """Drafts measured at the served k (for k 0, the caller counts steps in `drafts`)."""
+    return sum(m.drafts for m in measures if m.k == current)
 
 
 def choose(
@@ -74,12 +74,9 @@ def choose(
             WAITING,
             f"k={current}{where}: {evidence:.0f}/{params.min_drafts:.0f} {what} in the window",
         )
-    measured_top = max([len(rates), *(m.k for m in bucket_measures if m.drafts >= params.min_drafts)])
     full = extend_rates(rates, params.k_max, offline_cond)
     lo = 0 if params.allow_off else params.k_min
-    candidates = [
-        k for k in range(lo, params.k_max + 1) if (k == 0 or k >= params.k_min) and k <= measured_top + 1
-    ]
+    candidates = [k for k in range(lo, params.k_max + 1) if k == 0 or k >= params.k_min]
     if current not in candidates:
         candidates.append(current)
     speed = {k: tokens_per_second(k, full, cost) for k in candidates}
@@ -102,7 +99,7 @@ def choose(
             0.0,
             speed[current] / base,
         )
-    explored = best > max((m.k for m in bucket_measures if m.drafts > 0), default=len(rates))
+    explored = best > len(rates)  # rates are measured up to the largest k that ran
     verb = "exploring" if explored else "tuned"
     return Choice(
         best,

@@ -5,7 +5,8 @@
 -- Progressing: no status yet, a generation the operator has not observed, any running phase
 --              (Pending, PreparingData, GeneratingHiddenStates, Training, Evaluating, Publishing), or
 --              Succeeded while the Speculator of spec.deploy is still starting (Ready=Unknown).
--- Healthy:     Ready=True (trained, and deployed when spec.deploy is set).
+-- Healthy:     Ready=True (trained, and deployed when spec.deploy is set), also when the promotion gate
+--              kept the draft from serving (Promoted=False): the training did its job; the message says why.
 -- Degraded:    phase Failed, or Ready=False (a step failed, or the deployed Speculator failed).
 -- Never Suspended: a training has no suspend or stop switch.
 local hs = {}
