@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-speculative-tokens", type=int, metavar="K", help="k (default: the draft's config)"
     )
+    parser.add_argument(
+        "--max-speculative-tokens",
+        type=int,
+        metavar="M",
+        help="drafts proposed per step (>= k, default k); the summary's *_by_k keys cover k = 1..M",
+    )
     parser.add_argument("--max-samples", type=int, default=64, help="prompts to decode (default 64)")
     parser.add_argument(
         "--max-new-tokens", type=int, default=128, help="tokens generated per prompt (default 128)"
@@ -38,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--revision", help="hub revision of the verifier")
+    parser.add_argument(
+        "--prompt-set",
+        metavar="FILE",
+        help="fixed evaluation prompts (JSONL): read if the file exists (--data is then unused), "
+        "else built from --data and saved there",
+    )
     parser.add_argument("--summary-path", metavar="F", help="write the summary JSON here")
 
 
@@ -53,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
                 draft=args.draft,
                 data=args.data,
                 k=args.num_speculative_tokens,
+                max_k=args.max_speculative_tokens,
                 max_samples=args.max_samples,
                 max_new_tokens=args.max_new_tokens,
                 split=args.split,
                 draft_cost_ratio=args.draft_cost_ratio,
                 device=args.device,
                 revision=args.revision,
+                prompt_set=args.prompt_set,
             ),
             on_progress=lambda n, fields: progress.update(n, **fields),
         )

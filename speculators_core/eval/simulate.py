@@ -44,6 +44,10 @@ class AcceptanceStats:
     def mean_accept_len(self) -> float:
         return 1.0 + self.accepted / self.drafts if self.drafts else 1.0
 
+    def mean_accept_len_at(self, k: int) -> float:
+        """Mean acceptance length had only the first k drafts been proposed (drafts are a chain)."""
+        return 1.0 + sum(self.per_pos[:k]) / self.drafts if self.drafts else 1.0
+
     @property
     def per_pos_rates(self) -> list[float]:
         return [c / self.drafts if self.drafts else 0.0 for c in self.per_pos]
@@ -114,11 +118,17 @@ class SpecDecoder:
 
 
 def evaluate(
-    decoder: SpecDecoder, prompts: Sequence[Sequence[int]], max_new_tokens: int, on_progress: Any = None
+    decoder: SpecDecoder,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    on_progress: Any = None,
+    *,
+    report_k: int | None = None,
 ) -> AcceptanceStats:
+    """Decode every prompt; progress reports the acceptance length at `report_k` (default: decoder.k)."""
     stats = AcceptanceStats(decoder.k)
     for p in prompts:
         decoder.generate(p, max_new_tokens, stats)
         if on_progress is not None:
-            on_progress(1, {"mean_accept_len": round(stats.mean_accept_len, 3)})
+            on_progress(1, {"mean_accept_len": round(stats.mean_accept_len_at(report_k or decoder.k), 3)})
     return stats

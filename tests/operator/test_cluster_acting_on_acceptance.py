@@ -102,6 +102,54 @@ def test_auto_k_converges_to_the_best_k_and_stays(operator: OperatorProcess, k: 
     assert k.get("Speculator", "auto")["metadata"]["generation"] == 1
 
 
+def test_load_buckets_turn_speculation_off_where_it_does_not_pay(operator: OperatorProcess, k: Kube) -> None:
+    """At a running batch of 8 every drafted token costs as much as the verifier's own step: the tuner
+    measures that (two k in that bucket) and serves k=0 there through vLLM's batch-size schedule, while
+    the low-load bucket, without traffic, keeps its start k."""
+    scenario = Scenario(
+        conditional=[0.8, 0.7, 0.6, 0.5], running=8, high_load=5, high_load_cost_ratio=1.0, cost_ratio=0.05
+    )
+    port = free_port()
+    tuning = {
+        "mode": "auto",
+        "min": 1,
+        "max": 4,
+        "minGain": 2,
+        "cooldownSeconds": 10,
+        "minDrafts": 300,
+        "loadBuckets": [4],
+    }
+    k.create(
+        speculator_body(
+            "buckets",
+            method="eagle3",
+            numSpeculativeTokens=3,
+            tuning=tuning,
+            vllm={"port": port},
+            metrics={"intervalSeconds": 2, "windowSeconds": 8},
+        )
+    )
+    k.wait_phase("Speculator", "buckets", "Running")
+    with fleet(k, "buckets", scenario, port):
+        status = k.wait_status(
+            "Speculator",
+            "buckets",
+            lambda s: (
+                [b["numSpeculativeTokens"] for b in (s.get("tuning") or {}).get("schedule", [])] == [3, 0]
+            ),
+            "k 0 at high load",
+            timeout=240,
+        )
+    assert status["tuning"]["schedule"][1]["minBatchSize"] == 5
+    assert status["draft"]["numSpeculativeTokens"] == 3  # the top-level k: the largest of the schedule
+    args = k.get("Deployment", "buckets-vllm")["spec"]["template"]["spec"]["containers"][0]["args"]
+    config = json.loads(args[args.index("--speculative-config") + 1])
+    assert config["num_speculative_tokens"] == 3
+    assert config["num_speculative_tokens_per_batch_size"] == [[1, 4, 3], [5, 65536, 0]]
+    high = [o for o in status["tuning"]["observations"] if o["bucket"] == 1]
+    assert len({o["k"] for o in high}) >= 2  # the cost was measured, not assumed
+
+
 def _train(k: Kube, name: str, eval_summary: dict[str, Any]) -> None:
     """A training deploying to Speculator `served`; its held Job pods released with these summaries."""
     k.create(

@@ -7,12 +7,21 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from speculators_core.cli.common import TERMINATION_MESSAGE_LIMIT, write_summary
 from speculators_core.eval.cost import expected_speedup, per_token_flops_verifier
-from speculators_core.eval.prompts import prompts_from_prepared
+from speculators_core.eval.prompts import (
+    PROMPT_SET_FORMAT,
+    prompts_digest,
+    prompts_from_prepared,
+    read_prompt_set,
+    write_prompt_set,
+)
+from speculators_core.eval.run import summarize
 from speculators_core.eval.simulate import AcceptanceStats, SpecDecoder
 
 from .conftest import REPO, cli, read_json
@@ -129,6 +138,159 @@ def test_eval_reads_raw_dataset_prompts(stack, drafts, tmp_path):
     )
     s = read_json(tmp_path / "s.json")
     assert s["samples"] == 3 and s["k"] == 2
+
+
+def _vocab(stack: Any) -> int:
+    return int(read_json(stack.verifier / "config.json")["vocab_size"])
+
+
+def _eval(stack: Any, draft: Path, data: Path, summary: Path, *extra: Any, expect: int = 0) -> dict[str, Any]:
+    """A short eval (few prompts, short continuations): the tests below compare runs, not quality."""
+    cli(
+        *("eval", "--verifier", stack.verifier, "--draft", draft, "--data", data),
+        *("--max-samples", 4, "--max-new-tokens", 24, "--summary-path", summary, *extra),
+        expect=expect,
+    )
+    return read_json(summary) if expect == 0 else {}
+
+
+def test_eval_max_speculative_tokens_gives_every_k(stack, prepared, drafts, tmp_path):
+    k, m = 2, 5
+    s = _eval(
+        stack,
+        drafts["trained"],
+        prepared,
+        tmp_path / "m.json",
+        "--num-speculative-tokens",
+        k,
+        "--max-speculative-tokens",
+        m,
+    )
+    assert s["k"] == k and s["max_k"] == m and s["drafts"] > 0
+    lengths, rates, ratio = s["accept_len_by_k"], s["per_pos_all"], s["draft_cost_ratio"]
+    assert len(lengths) == len(rates) == len(s["cond_per_pos"]) == len(s["speedup_by_k"]) == m
+    # The historical keys are read at k off the M-draft run.
+    assert lengths[k - 1] == s["mean_accept_len"]
+    assert rates[:k] == s["per_pos"]
+    assert s["acceptance_rate"] == pytest.approx(sum(rates[:k]) / k, abs=2e-4)
+    assert s["speedup"] == pytest.approx(expected_speedup(lengths[k - 1], k, ratio), abs=2e-4)
+    assert all(a <= b for a, b in itertools.pairwise(lengths))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert all(0.0 <= q <= 1.0 for q in s["cond_per_pos"])
+    for j, (length, speedup) in enumerate(zip(lengths, s["speedup_by_k"], strict=True), 1):
+        assert speedup == pytest.approx(length / (1 + j * ratio), abs=2e-4)
+    # Decoding at k=M directly follows the same trajectory: the same acceptance at M.
+    at_m = _eval(stack, drafts["trained"], prepared, tmp_path / "k.json", "--num-speculative-tokens", m)
+    assert at_m["max_k"] == m and at_m["per_pos_all"] == at_m["per_pos"]
+    assert at_m["mean_accept_len"] == pytest.approx(lengths[m - 1], abs=1e-3)
+    assert at_m["drafts"] == s["drafts"] and at_m["prompt_set"] == s["prompt_set"]
+
+
+def test_eval_max_speculative_tokens_below_k_is_a_usage_error(stack, prepared, drafts, tmp_path, capsys):
+    _eval(
+        stack, drafts["trained"], prepared, tmp_path / "s.json", "--max-speculative-tokens", K - 1, expect=2
+    )
+    assert "--max-speculative-tokens" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_eval_prompt_set_fixes_the_prompts(stack, prepared, drafts, tmp_path):
+    shared = tmp_path / "workspace" / "eval" / "prompts.jsonl"  # parent directories do not exist yet
+    args = ("--num-speculative-tokens", 2, "--prompt-set", shared)
+    first = _eval(stack, drafts["trained"], prepared, tmp_path / "1.json", *args)
+    assert first["prompt_set"]["created"] is True and first["prompt_set"]["prompts"] == 4
+    header = json.loads(shared.read_text().splitlines()[0])
+    assert header == {"format": PROMPT_SET_FORMAT, "vocab_size": _vocab(stack), "count": 4}
+    expected = prompts_from_prepared(prepared, "heldout", 4)
+    assert read_prompt_set(shared, _vocab(stack)) == expected
+    assert first["prompt_set"]["sha256"] == prompts_digest(expected)
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["prompts.jsonl"]  # no temporary left
+    written = shared.read_bytes()
+    # Other data (the train split) with the same set: the set's prompts, unchanged file.
+    second = _eval(stack, drafts["trained"], prepared, tmp_path / "2.json", *args, "--split", "train")
+    assert second["prompt_set"] == {**first["prompt_set"], "created": False}
+    assert second["mean_accept_len"] == first["mean_accept_len"]
+    assert shared.read_bytes() == written
+    # Without the set, that data gives other prompts: the set is what made the two runs comparable.
+    other = _eval(
+        stack,
+        drafts["trained"],
+        prepared,
+        tmp_path / "3.json",
+        "--num-speculative-tokens",
+        2,
+        "--split",
+        "train",
+    )
+    assert other["prompt_set"]["created"] is False and other["prompt_set"]["prompts"] == 4
+    assert other["prompt_set"]["sha256"] != first["prompt_set"]["sha256"]
+
+
+def test_eval_rejects_a_bad_prompt_set(stack, prepared, drafts, tmp_path, capsys):
+    good = [json.dumps({"format": PROMPT_SET_FORMAT, "vocab_size": _vocab(stack), "count": 1})]
+    cases = {
+        "vocab": [
+            json.dumps({"format": PROMPT_SET_FORMAT, "vocab_size": _vocab(stack) + 1, "count": 1}),
+            '{"input_ids": [1, 2]}',
+        ],
+        "garbage": ["\x00 not json at all"],
+        "out_of_range": [*good, json.dumps({"input_ids": [1, _vocab(stack)]})],
+        "not_ints": [*good, '{"input_ids": [1, 2.5]}'],
+        "truncated": [
+            json.dumps({"format": PROMPT_SET_FORMAT, "vocab_size": _vocab(stack), "count": 3}),
+            '{"input_ids": [1, 2]}',
+        ],
+    }
+    for name, lines in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        before = path.read_bytes()
+        _eval(stack, drafts["trained"], prepared, tmp_path / "s.json", "--prompt-set", path, expect=2)
+        err = capsys.readouterr().err
+        assert "--prompt-set" in err and str(path) in err and "delete it" in err, (name, err)
+        assert path.read_bytes() == before, name
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_prompt_set_creation_never_overwrites_a_winner(tmp_path):
+    path = tmp_path / "set.jsonl"
+    winner, loser = [[1, 2, 3], [4, 5]], [[7, 8]]
+    assert write_prompt_set(path, winner, 16) == (winner, True)
+    before = path.read_bytes()
+    # A second creator (it saw no file, then lost the race) gets the winner's prompts.
+    assert write_prompt_set(path, loser, 16) == (winner, False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set.jsonl"]
+
+
+def test_prompt_set_on_a_volume_without_hard_links(tmp_path, monkeypatch):
+    """Some CSI/FUSE volumes refuse link(2) (stand-in: os.link raising EPERM, as they do): the set is still
+    written whole (renamed into place) and a second writer still gets the first one's prompts."""
+    import errno
+
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "set.jsonl"
+    assert write_prompt_set(path, [[1, 2]], 16) == ([[1, 2]], True)
+    assert write_prompt_set(path, [[3]], 16) == ([[1, 2]], False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set.jsonl"]
+
+
+def test_eval_summary_fits_the_termination_message_at_16(tmp_path):
+    stats = AcceptanceStats(16)
+    for i in range(997):  # every acceptance length 0..16, rates with long decimal expansions
+        stats.record(i % 17)
+    stats.samples, stats.generated = 64, 128 * 64
+    prompts = [[1, 2, 3]] * 64
+    draft = "/workspace/" + "d" * 180 + "/model"  # a long draft path
+    summary = summarize(stats, 4, 0.0312345, draft=draft, prompts=prompts, created=True)
+    assert summary["max_k"] == 16 and len(summary["speedup_by_k"]) == 16
+    text = json.dumps(summary)
+    assert len(text.encode()) < TERMINATION_MESSAGE_LIMIT, len(text)
+    write_summary(tmp_path / "s.json", summary)
+    assert read_json(tmp_path / "s.json") == summary  # nothing trimmed
 
 
 COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"

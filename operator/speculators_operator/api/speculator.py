@@ -426,6 +426,10 @@ class TuningStatus(K8sModel):
     )
     last_change: str | None = Field(default=None, description="The last change: from, to and expected gain.")
     changes: int = Field(default=0, description="Changes of k so far (each one a rolling update).")
+    settling: bool | None = Field(
+        default=None,
+        description="The last change explored an estimate: the next decision settles on the measured best.",
+    )
     observations: list[TuningObservation] = Field(
         default_factory=list, description="Last measurement per (bucket, k)."
     )

@@ -168,10 +168,11 @@ def tune(
     offline_cond = list(_offline(training).get("conditionalAcceptance") or [])
     changed_at = _epoch(prev.get("lastChangeTime"))
     since = (_epoch(now) or 0.0) - changed_at if changed_at is not None else None
+    settling = bool(prev.get("settling"))
     params = chooser.Params(
         k_min=t.min,
         k_max=t.max,
-        min_gain=t.min_gain / 100.0,
+        min_gain=0.0 if settling else t.min_gain / 100.0,
         cooldown_seconds=float(t.cooldown_seconds),
         min_drafts=float(t.min_drafts),
         allow_off=bool(t.load_buckets),
@@ -211,6 +212,11 @@ def tune(
     if changed or _stale(stored, observations, now, window_seconds):
         # Persist what was measured only at decisions or once a window: one status write per window.
         status["observations"] = observations
+    decided = [ch for ch in choices if ch.reason in (chooser.TUNED, chooser.STABLE)]
+    if changed:
+        status["settling"] = any(ch.explored for ch in changed)
+    elif settling and not decided:
+        status["settling"] = True  # still waiting for the window that measures the guess
     if changed:
         status["changes"] += 1
         status["lastChangeTime"] = now

@@ -8,7 +8,11 @@ Rules, in order:
   every position below the new k is measured, so a correction (down) is exact — two rollouts to the best
   k (or to within minGain of it) when the traffic holds still;
 - change only when the best beats the served k by `minGain` percent, and never within `cooldownSeconds`
-  of the last change: rates that sit on a boundary cannot make k flap.
+  of the last change: rates that sit on a boundary cannot make k flap;
+- while step times exist at one k only, the draft's cost ratio c is a prior: once (after a cooldown) the
+  tuner probes a neighbouring k, so that c is measured before it settles;
+- an exploration or a probe was a guess, so the decision right after it settles on the measured best
+  without the minGain margin (the caller passes min_gain 0 then); the margin guards every other change.
 """
 
 from __future__ import annotations
@@ -85,12 +89,27 @@ def choose(
     gain = speed[best] / speed[current] - 1.0 if speed[current] > 0 else float("inf")
     speedup = speed[best] / base if base > 0 else None
     tail = f"expected speed-up {speed[current] / base:.3f} at k={current}" if base > 0 else ""
+    cooled = since_change is None or since_change >= params.cooldown_seconds
     if best == current or gain < params.min_gain:
+        probe = current - 1 if current - 1 >= lo else current + 1
+        if cost.source != "measured" and cost.a is not None and cooled and lo <= probe <= params.k_max:
+            # Step times at one k cannot tell the draft's cost from the verifier's (c is still a prior):
+            # one window at a neighbouring k measures it, once, and then the choice stands on data.
+            return Choice(
+                probe,
+                TUNED,
+                f"k {current} → {probe}{where} (probing): a second k measures the draft's step cost "
+                f"(c={cost.c:.3f} is a prior so far)",
+                speed[probe] / speed[current] - 1.0 if probe in speed and speed[current] > 0 else 0.0,
+                speed[probe] / base if probe in speed and base > 0 else None,
+                explored=True,
+            )
         note = "" if best == current else f"; k={best} would gain {100 * gain:.1f}% < minGain"
         return Choice(
             current, STABLE, f"k={current}{where} is best: {tail}{note}", 0.0, speed[current] / base
         )
-    if since_change is not None and since_change < params.cooldown_seconds:
+    if not cooled:
+        assert since_change is not None
         left = params.cooldown_seconds - since_change
         return Choice(
             current,
