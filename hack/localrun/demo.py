@@ -81,6 +81,20 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
+def _epoch(ts: str) -> float:
+    return time.mktime(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _settled(status: dict[str, Any]) -> bool:
+    """Tuned is Stable and the acceptance window holds only the pod of the settled k (old-k pods aged out)."""
+    acceptance, tuning = status.get("acceptance") or {}, status.get("tuning") or {}
+    stable = any(c["type"] == "Tuned" and c["reason"] == "Stable" for c in status.get("conditions", []))
+    if not (stable and acceptance.get("drafts") and acceptance.get("pods") == 1):
+        return False
+    changed = tuning.get("lastChangeTime")
+    return not changed or _epoch(acceptance.get("lastScrapeTime") or changed) > _epoch(changed)
+
+
 class _Stopper:
     """Stops the stand-in fleet with the demo's other servers."""
 
@@ -220,14 +234,8 @@ def main() -> int:
         servers.append(_Stopper(stop, fleet))
         print(f"vLLM /metrics stand-ins on the pods' IPs (conditional rates {scenario.conditional})")
         wait_until(
-            "acceptance metrics and a settled k in the Speculator's status",
-            lambda: (
-                (status_of("speculator", "tiny-eagle3", LOCAL_NS).get("acceptance") or {}).get("drafts")
-                and any(
-                    c["type"] == "Tuned" and c["reason"] == "Stable"
-                    for c in status_of("speculator", "tiny-eagle3", LOCAL_NS).get("conditions", [])
-                )
-            ),
+            "a settled k, and a window of acceptance measured at it alone",
+            lambda: _settled(status_of("speculator", "tiny-eagle3", LOCAL_NS)),
             timeout=240,
             show=("speculators", "-n", LOCAL_NS),
         )

@@ -35,6 +35,8 @@ APP_SPECULATOR: Final = "speculator"
 
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 ANNOTATION_STEP: Final = f"{GROUP}/step"
+# On KServe pod templates: the method and k (or batch-size schedule) the pods draft.
+ANNOTATION_SPECULATIVE: Final = f"{GROUP}/speculative"
 # Set (to any new value) on a SpeculatorTraining to re-run its failed step without touching spec (GitOps).
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 

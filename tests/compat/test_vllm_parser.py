@@ -168,3 +168,28 @@ def test_serve_json_validates_with_vllm_speculative_config(run_snippet) -> None:
     assert not bogus["ok"] and "bogus" in bogus["error"]
     # Every server flag we render is an engine argument vLLM declares.
     assert all(result["flags"][f] for f in flags), result["flags"]
+
+
+def test_tuned_batch_size_schedule_is_what_vllm_schedules(run_snippet) -> None:
+    """The schedule automatic k renders (load buckets, k 0 where speculation does not pay) is accepted by
+    vLLM's SpeculativeConfig and expands, in vLLM's own scheduler code, to the k we meant per batch size."""
+    from speculators_operator.metrics.store import k_of
+    from speculators_operator.status.tuning import bucket_ranges
+
+    ranges = bucket_ranges([4, 16])
+    schedule = tuple((lo, hi, k) for (lo, hi), k in zip(ranges, (5, 2, 0), strict=True))
+    argv = build_serve_argv(
+        "/models/verifier",
+        "/models/draft",
+        "eagle3",
+        5,
+        speculative_extra={"num_speculative_tokens_per_batch_size": [list(e) for e in schedule]},
+    )
+    config = json.loads(argv[argv.index("--speculative-config") + 1])
+    result = run_snippet("vllm_dynamic_schedule", {"config": config, "max_batch": 64})
+    assert result["ok"], result["error"]
+    assert result["lookup"] == [k_of(schedule, size) for size in range(1, 65)]
+    assert result["lookup"][:4] == [5] * 4 and result["lookup"][16] == 0
+    # And vLLM refuses what our CEL and renderer never produce: an unsorted or overlapping schedule.
+    bad = {**config, "num_speculative_tokens_per_batch_size": [[1, 8, 3], [5, 16, 2]]}
+    assert not run_snippet("vllm_dynamic_schedule", {"config": bad, "max_batch": 64})["ok"]

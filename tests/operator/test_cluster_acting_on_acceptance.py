@@ -9,6 +9,7 @@ acceptance and step times from a scenario — so the best k is known in advance 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from conftest import Kube, OperatorProcess, free_port
 from localrun.vllm_standin import Fleet, Scenario
 from spd_testlib import EVAL, PREPARE, TRAIN, cond, speculator_body, training_body
 
+from kubecluster import find_binaries
 from speculators_core.eval.cost import per_position_from_conditional
 from speculators_operator.tuning.choose import Params, best_fixed_k
 from speculators_operator.tuning.model import StepCost
@@ -40,6 +42,18 @@ def fleet(k: Kube, speculator: str, scenario: Scenario, port: int) -> Iterator[F
         stand_ins.close()
 
 
+def tuned_speculator(name: str, start_k: int, tuning: dict[str, Any], port: int) -> dict[str, Any]:
+    """A Speculator with automatic k, scraped every 2 s over an 8 s window (short cooldowns in tests)."""
+    return speculator_body(
+        name,
+        method="eagle3",
+        numSpeculativeTokens=start_k,
+        tuning=tuning,
+        vllm={"port": port},
+        metrics={"intervalSeconds": 2, "windowSeconds": 8},
+    )
+
+
 def served_k(dep: dict[str, Any]) -> int:
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     return json.loads(args[args.index("--speculative-config") + 1])["num_speculative_tokens"]
@@ -56,16 +70,7 @@ def test_auto_k_converges_to_the_best_k_and_stays(operator: OperatorProcess, k: 
     assert best not in (2, 6)  # the scenario must make the tuner move, and not to a bound
     port = free_port()
     tuning = {"mode": "auto", "min": 1, "max": 6, "minGain": 2, "cooldownSeconds": 10, "minDrafts": 300}
-    k.create(
-        speculator_body(
-            "auto",
-            method="eagle3",
-            numSpeculativeTokens=2,
-            tuning=tuning,
-            vllm={"port": port},
-            metrics={"intervalSeconds": 2, "windowSeconds": 8},
-        )
-    )
+    k.create(tuned_speculator("auto", 2, tuning, port))
     k.wait_phase("Speculator", "auto", "Running")
     assert served_k(k.get("Deployment", "auto-vllm")) == 2  # the start: spec's k
     with fleet(k, "auto", scenario, port) as stand_ins:
@@ -119,16 +124,7 @@ def test_load_buckets_turn_speculation_off_where_it_does_not_pay(operator: Opera
         "minDrafts": 300,
         "loadBuckets": [4],
     }
-    k.create(
-        speculator_body(
-            "buckets",
-            method="eagle3",
-            numSpeculativeTokens=3,
-            tuning=tuning,
-            vllm={"port": port},
-            metrics={"intervalSeconds": 2, "windowSeconds": 8},
-        )
-    )
+    k.create(tuned_speculator("buckets", 3, tuning, port))
     k.wait_phase("Speculator", "buckets", "Running")
     with fleet(k, "buckets", scenario, port):
         status = k.wait_status(
@@ -173,7 +169,7 @@ def _eval(length_at_3: float) -> dict[str, Any]:
 
 
 def test_gate_keeps_a_worse_draft_out_and_a_better_one_rolls_the_speculator(
-    operator: OperatorProcess, k: Kube
+    operator: OperatorProcess, k: Kube, cluster: Any
 ) -> None:
     _train(k, "first", _eval(2.4))
     status = k.wait_status(
@@ -245,3 +241,10 @@ def test_gate_keeps_a_worse_draft_out_and_a_better_one_rolls_the_speculator(
         # And the first training does not take it back.
         k.wait_status("Speculator", "served", lambda s: s.get("phase") == "Running", "running third's draft")
         assert k.get("Speculator", "served")["spec"]["draft"] == {"trainingRef": {"name": "third"}}
+    # What a user sees: the Promoted column.
+    kubectl = [find_binaries().path("kubectl"), "--kubeconfig", str(cluster.kubeconfig), "-n", k.ns]
+    out = subprocess.run([*kubectl, "get", "spdt"], capture_output=True, text=True, check=True).stdout
+    print(out)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert [rows[n][4] for n in ("first", "second", "third")] == ["True", "False", "True"]
+    assert all(rows[n][5] == "True" for n in rows)  # Ready: a gated-out training did its job

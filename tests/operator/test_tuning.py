@@ -223,3 +223,25 @@ def test_fixed_mode_serves_the_drafts_k_untouched():
     spec = SpeculatorSpec.model_validate(speculator()["spec"])
     out = tune(spec, "hf://d", 3, None, _live(3, MEDIUM), None, "2026-01-01T00:00:00Z")
     assert (out.k, out.status, out.condition) == (3, None, None)
+
+
+def test_a_new_k_changes_both_backends_pod_templates():
+    """A tuned k (or schedule) must reach the pods: the Deployment's template, and on KServe the
+    InferenceService itself (KServe does not roll pods for a ServingRuntime change alone)."""
+    from speculators_operator.api.common import ModelSource
+    from speculators_operator.render import kserve
+    from speculators_operator.render.speculator import ResolvedDraft, SpeculatorContext, deployment
+
+    ctx = SpeculatorContext.of(speculator(tuning={"mode": "auto"}, backend="kserve"))
+    source = ModelSource(uri="hf://org/draft")
+    three = ResolvedDraft(source, "eagle3", 3)
+    scheduled = ResolvedDraft(source, "eagle3", 4, ((1, 4, 4), (5, 65536, 0)))
+    isvcs = [kserve.inference_service(ctx, d)["spec"]["predictor"] for d in (three, scheduled)]
+    assert isvcs[0]["annotations"] != isvcs[1]["annotations"]
+    assert isvcs[1]["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    args = kserve.serving_runtime(ctx, scheduled)["spec"]["containers"][0]["args"]
+    config = json.loads(args[args.index("--speculative-config") + 1])
+    assert config["num_speculative_tokens"] == 4
+    assert config["num_speculative_tokens_per_batch_size"] == [[1, 4, 4], [5, 65536, 0]]
+    templates = [deployment(ctx, d)["spec"]["template"] for d in (three, scheduled)]
+    assert templates[0] != templates[1]

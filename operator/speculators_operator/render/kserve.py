@@ -21,6 +21,7 @@ the ServiceAccount's secrets, and this operator passes a Secret to pods by refer
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from speculators_core.sources import parse_source
@@ -162,6 +163,11 @@ def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, A
     }
 
 
+def _speculative_key(draft: ResolvedDraft) -> str:
+    plan: Any = [list(e) for e in draft.schedule] if draft.schedule else draft.num_speculative_tokens
+    return f"{draft.method}/{json.dumps(plan, separators=(',', ':'))}"
+
+
 def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
     spec = ctx.spec
     parts, _, _ = _pod_parts(ctx, draft)
@@ -174,6 +180,9 @@ def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str,
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(spec.vllm.port),
             "prometheus.io/path": "/metrics",
+            # What the pods draft: a new k (automatic k) changes the InferenceService itself, so KServe
+            # rolls its pods, which a change of the ServingRuntime's args alone would not do.
+            c.ANNOTATION_SPECULATIVE: _speculative_key(draft),
         },
     )
     model: dict[str, Any] = {
@@ -188,6 +197,11 @@ def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str,
     predictor: dict[str, Any] = {
         "minReplicas": replicas,
         "maxReplicas": replicas,
+        # Standard (raw Deployment) mode: never below the ready replicas while a new k rolls out.
+        "deploymentStrategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
         "labels": template_meta["labels"],
         "annotations": template_meta.get("annotations", {}),
         "securityContext": r.pod_security_context(spec.security_context),
