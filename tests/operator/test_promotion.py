@@ -207,6 +207,22 @@ def test_not_better_than_serving_leaves_the_serving_speculator_alone():
     assert "keeps serving its current draft" in _cond(plan.status, "Deployed")["message"]
 
 
+def test_new_thresholds_decide_again_on_the_same_evaluation():
+    body = _finished()
+    plan = derive_training(body, _eval_observed(body, SUMMARY), now=NOW)
+    assert plan.status["promotion"]["promoted"] is True
+    body = _with_status(body, plan.status)
+    stricter = copy.deepcopy(body)
+    stricter["spec"]["promotion"]["minExpectedSpeedup"] = 2.5  # the user raised the bar; eval unchanged
+    plan = derive_training(stricter, TrainingObserved(), now=LATER)
+    assert (
+        plan.status["promotion"]["reason"] == "BelowThreshold"
+        and plan.status["promotion"]["decidedAt"] == LATER
+    )
+    assert plan.apply == []
+    assert [o for o in plan.create if o["kind"] == "Job"] == []  # the evaluation is not re-run for a new gate
+
+
 def test_a_newer_promotion_takes_the_target_over_and_the_older_training_yields():
     older = _with_status(training("old"), {"promotion": {"promoted": True, "decidedAt": NOW}})
     target = _speculator("pvc://old-workspace/old/model", length=2.0, drafts=5000, ref="old")
@@ -223,7 +239,8 @@ def test_a_newer_promotion_takes_the_target_over_and_the_older_training_yields()
     # The older training, on its next reconcile, sees the target controlled by the newer one: it yields.
     old_body = _finished("old")
     old_body["status"]["promotion"] = {"promoted": True, "decidedAt": NOW, "evalHash": "x"}
-    old_body["status"]["promotion"]["evalHash"] = step_hashes(TrainingContext.of(old_body))["eval"]
+    decided = derive_training(old_body, _eval_observed(old_body, SUMMARY), now=NOW).status["promotion"]
+    old_body["status"]["promotion"] = decided  # decided at NOW, for this evaluation and gate
     taken = copy.deepcopy(target)
     taken["metadata"]["ownerReferences"] = [
         {"kind": "SpeculatorTraining", "name": "new", "uid": "uid-new", "controller": True}

@@ -470,7 +470,9 @@ class PromotionStatus(K8sModel):
     decided_at: str | None = Field(
         default=None, description="When the gate decided.", json_schema_extra={"format": "date-time"}
     )
-    eval_hash: str | None = Field(default=None, description="Hash of the evaluation step decided on.")
+    eval_hash: str | None = Field(
+        default=None, description="Hash of the evaluation and of spec.promotion decided on."
+    )
     mean_acceptance_length: float | None = Field(
         default=None, description="The candidate's mean acceptance length that was compared."
     )

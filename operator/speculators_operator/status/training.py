@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_operator import constants as c
+from speculators_operator.render import common as render_common
 from speculators_operator.render import training as render
 from speculators_operator.status import promotion as gate
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
@@ -346,8 +347,10 @@ def _promotion(
     now: str,
 ) -> dict[str, Any] | None:
     """status.promotion: the decision made for this evaluation, or a new one once it has finished."""
+    # Decided once per evaluation and gate: a new evaluation, or new thresholds, decide again.
+    key = render_common.spec_hash({"eval": hashes["eval"], "promotion": ctx.spec.promotion.wire()})
     kept = previous.get("promotion") or {}
-    if kept and kept.get("evalHash") == hashes["eval"]:
+    if kept and kept.get("evalHash") == key:
         return kept
     if not evaluated:
         return None
@@ -357,7 +360,7 @@ def _promotion(
     )
     has_target = spec.deploy is not None and observed.deploy_target is not None
     decision = gate.decide(spec.promotion, evaluation, serving, has_target=has_target)
-    return {**decision, "decidedAt": now, "evalHash": hashes["eval"]}
+    return {**decision, "decidedAt": now, "evalHash": key}
 
 
 def _still_valid(prev_steps: dict[str, dict[str, Any]], step: str, hashes: dict[str, str]) -> bool:
