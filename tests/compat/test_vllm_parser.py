@@ -193,3 +193,39 @@ def test_tuned_batch_size_schedule_is_what_vllm_schedules(run_snippet) -> None:
     # And vLLM refuses what our CEL and renderer never produce: an unsorted or overlapping schedule.
     bad = {**config, "num_speculative_tokens_per_batch_size": [[1, 8, 3], [5, 16, 2]]}
     assert not run_snippet("vllm_dynamic_schedule", {"config": bad, "max_batch": 64})["ok"]
+
+
+EXTRA_ARGS = [
+    (["--tensor_parallel_size", "4"], True),
+    (["--tensor-parallel", "4"], True),
+    (["--max_model_len=8192"], True),
+    (["--gpu_memory_utilization=0.5"], True),
+    (["-tp", "2"], True),
+    (["-sc", "{}"], True),
+    (["--speculative_config.num_speculative_tokens=5"], True),
+    (["--speculative-config.method", "ngram"], True),
+    (["--spec_tokens", "5"], True),
+    (["--served_model_name", "x"], True),
+    (["--port=9000"], True),
+    (["--max-num-seqs", "128"], False),
+    (["--max_num_seqs=128"], False),
+    (["--enable-prefix-caching"], False),
+    (["--chat-template", "{% for m in messages %}{{ m }}{% endfor %}"], False),
+]
+
+
+def test_extra_args_refusals_match_what_vllms_own_parser_sets(run_snippet) -> None:
+    """vllm.extraArgs is refused exactly when vLLM's FlexibleArgumentParser would set an option the operator
+    renders — in any spelling it reads (underscores, --flag=value, prefixes, dotted JSON keys)."""
+    from speculators_operator.api.vllm_args import MANAGED_LONG, problem
+
+    aliases = {"--tensor-parallel-size": ["-tp"], "--speculative-config": ["-sc"]}
+    managed = {flag: aliases.get(flag, []) for flag in MANAGED_LONG}
+    unmanaged = ["--max-num-seqs", "--enable-prefix-caching", "--chat-template"]
+    cases = [args for args, _ in EXTRA_ARGS]
+    result = run_snippet("vllm_flexible_args", {"managed": managed, "unmanaged": unmanaged, "cases": cases})
+    for (args, refused), got in zip(EXTRA_ARGS, result["results"], strict=True):
+        assert "error" not in got, (args, got)
+        sets_managed = any(dest.startswith("managed:") for dest in got["set"])
+        assert sets_managed == refused, (args, got)
+        assert (problem(args) is not None) == refused, (args, problem(args))

@@ -241,7 +241,10 @@ def test_gate_keeps_a_worse_draft_out_and_a_better_one_rolls_the_speculator(
         # And the first training does not take it back.
         k.wait_status("Speculator", "served", lambda s: s.get("phase") == "Running", "running third's draft")
         assert k.get("Speculator", "served")["spec"]["draft"] == {"trainingRef": {"name": "third"}}
-    # What a user sees: the Promoted column.
+    # What a user sees: the Promoted column (third's Ready follows its Speculator's a moment later).
+    k.wait_status(
+        "SpeculatorTraining", "third", lambda s: cond(s, "Ready")["status"] == "True", "third Ready"
+    )
     kubectl = [find_binaries().path("kubectl"), "--kubeconfig", str(cluster.kubeconfig), "-n", k.ns]
     out = subprocess.run([*kubectl, "get", "spdt"], capture_output=True, text=True, check=True).stdout
     print(out)

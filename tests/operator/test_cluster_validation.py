@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
-from spd_testlib import speculator_body, training_body
+from spd_testlib import DATASET, speculator_body, training_body
 
 
 def _set(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -74,9 +74,9 @@ SPECULATOR_CASES = [
         "extra-arg-speculative-config",
         "spec.vllm",
         {"extraArgs": ["--speculative-config={}"]},
-        "extraArgs may not set --speculative-config",
+        'extraArgs item "--speculative-config={}" sets a flag the operator renders',
     ),
-    ("extra-arg-port", "spec.vllm", {"extraArgs": ["--port", "9000"]}, "extraArgs may not set"),
+    ("extra-arg-port", "spec.vllm", {"extraArgs": ["--port", "9000"]}, 'item "--port" sets a flag'),
     ("gpu-memory-1.5", "spec.vllm", {"gpuMemoryUtilization": 1.5}, "should be less than or equal to 1"),
     ("privileged-port", "spec.vllm", {"port": 80}, "should be greater than or equal to 1024"),
     ("replicas-negative", "spec.replicas", -1, "should be greater than or equal to 0"),
@@ -98,7 +98,7 @@ SPECULATOR_CASES = [
         {"claimName": "c", "size": "10Gi"},
         "size and storageClassName apply to a cache claim the operator creates",
     ),
-    ("cache-size-not-quantity", "spec.cache", {"size": "big"}, "size must be a quantity such as 200Gi"),
+    ("cache-size-not-quantity", "spec.cache", {"size": "big"}, "cache.size must be a positive quantity"),
     (
         "pod-labels-ours",
         "spec.podMetadata",
@@ -132,6 +132,138 @@ SPECULATOR_CASES = [
     ("tuning-min-gain", "spec.tuning", {"minGain": -1}, "should be greater than or equal to 0"),
     ("tuning-cooldown", "spec.tuning", {"cooldownSeconds": 1}, "should be greater than or equal to 10"),
     ("tuning-cost-ratio", "spec.tuning", {"draftCostRatio": 0}, "should be greater than 0"),
+    # vllm.extraArgs in every spelling vLLM's parser reads as a flag the operator renders
+    (
+        "extra-arg-underscore",
+        "spec.vllm",
+        {"extraArgs": ["--tensor_parallel_size", "4"]},
+        'item "--tensor_parallel_size"',
+    ),
+    ("extra-arg-equals", "spec.vllm", {"extraArgs": ["--max-model-len=8192"]}, 'item "--max-model-len=8192"'),
+    (
+        "extra-arg-underscore-equals",
+        "spec.vllm",
+        {"extraArgs": ["--gpu_memory_utilization=0.5"]},
+        "sets a flag",
+    ),
+    ("extra-arg-short-tp", "spec.vllm", {"extraArgs": ["-tp", "2"]}, 'item "-tp" sets a flag'),
+    ("extra-arg-short-sc", "spec.vllm", {"extraArgs": ["-sc", "{}"]}, 'item "-sc" sets a flag'),
+    (
+        "extra-arg-abbreviation",
+        "spec.vllm",
+        {"extraArgs": ["--tensor-parallel", "4"]},
+        "unambiguous prefixes",
+    ),
+    ("extra-arg-dotted", "spec.vllm", {"extraArgs": ["--speculative-config.method", "ngram"]}, "sets a flag"),
+    (
+        "extra-arg-dotted-underscore",
+        "spec.vllm",
+        {"extraArgs": ["--speculative_config.num_speculative_tokens=5"]},
+        "sets a flag",
+    ),
+    ("extra-arg-spec-tokens", "spec.vllm", {"extraArgs": ["--spec-tokens", "5"]}, 'item "--spec-tokens"'),
+    ("extra-arg-spec-model", "spec.vllm", {"extraArgs": ["--spec_model=/x"]}, "sets a flag"),
+    ("extra-arg-legacy-k", "spec.vllm", {"extraArgs": ["--num-speculative-tokens", "5"]}, "sets a flag"),
+    ("extra-arg-legacy-model", "spec.vllm", {"extraArgs": ["--speculative_model", "x"]}, "sets a flag"),
+    ("extra-arg-served-name", "spec.vllm", {"extraArgs": ["--served-model-name=x"]}, "vllm.servedModelName"),
+    ("extra-arg-model", "spec.vllm", {"extraArgs": ["--model", "x"]}, 'item "--model" sets a flag'),
+    ("extra-arg-host", "spec.vllm", {"extraArgs": ["--host=127.0.0.1"]}, "sets a flag"),
+    (
+        "extra-arg-combined",
+        "spec.vllm",
+        {"extraArgs": ["--tensor-parallel-size 4"]},
+        'holds a flag and its value in one item; write them as two items: ["--tensor-parallel-size", "4"]',
+    ),
+    (
+        "extra-arg-combined-unmanaged",
+        "spec.vllm",
+        {"extraArgs": ["--max-num-seqs 128"]},
+        'two items: ["--max-num-seqs", "128"]',
+    ),
+    # negative quantities
+    (
+        "limit-negative",
+        "spec.resources",
+        {"limits": {"memory": "-64Gi"}},
+        "resources.limits values must be non-negative",
+    ),
+    (
+        "request-negative",
+        "spec.resources",
+        {"requests": {"cpu": -1}},
+        "resources.requests values must be non-negative",
+    ),
+    ("cache-size-negative", "spec.cache", {"size": "-10Gi"}, "cache.size must be a positive quantity"),
+    ("cache-size-zero", "spec.cache", {"size": "0"}, "cache.size must be a positive quantity"),
+    # secrets inline
+    (
+        "env-hf-token",
+        "spec.vllm",
+        {"env": [{"name": "HF_TOKEN", "value": "hf_abc"}]},
+        "env HF_TOKEN looks like a credential",
+    ),
+    (
+        "env-aws-secret",
+        "spec.vllm",
+        {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]},
+        "valueFrom.secretKeyRef",
+    ),
+    (
+        "env-api-key",
+        "spec.vllm",
+        {"env": [{"name": "vllm_api_key", "value": "x"}]},
+        "env vllm_api_key looks like a credential",
+    ),
+    (
+        "env-password",
+        "spec.vllm",
+        {"env": [{"name": "DB_PASSWORD", "value": "x"}]},
+        "looks like a credential",
+    ),
+    (
+        "env-both",
+        "spec.vllm",
+        {"env": [{"name": "A", "value": "x", "valueFrom": {"fieldRef": {}}}]},
+        "set value or valueFrom, not both",
+    ),
+    (
+        "env-bad-name",
+        "spec.vllm",
+        {"env": [{"name": "1BAD NAME", "value": "x"}]},
+        "env name must be a C identifier-like name",
+    ),
+    ("env-as-map", "spec.vllm", {"env": {"FOO": "bar"}}, "spec.vllm.env: Invalid value"),
+    # names of other kinds say which kind
+    (
+        "training-ref-name",
+        "spec.draft",
+        {"trainingRef": {"name": "Bad_Name"}},
+        "must be a SpeculatorTraining name",
+    ),
+    (
+        "toleration-seconds-negative",
+        "spec.scheduling",
+        {"tolerations": [{"tolerationSeconds": -5}]},
+        "greater than or equal to 0",
+    ),
+    ("run-as-user-huge", "spec.securityContext", {"runAsUser": 2**40}, "less than or equal to 2147483647"),
+    ("sa-name", "spec.scheduling", {"serviceAccountName": "Bad_SA"}, "must be a ServiceAccount name"),
+    (
+        "priority-class",
+        "spec.scheduling",
+        {"priorityClassName": "High Priority"},
+        "must be a PriorityClass name",
+    ),
+    ("pod-label-value", "spec.podMetadata", {"labels": {"team": "a b"}}, "podMetadata.labels: keys must be"),
+    ("pod-label-key", "spec.podMetadata", {"labels": {"bad key": "x"}}, "podMetadata.labels: keys must be"),
+    (
+        "pod-annotation-key",
+        "spec.podMetadata",
+        {"annotations": {"bad key!": "x"}},
+        "annotations keys must be",
+    ),
+    ("verifier-double-dash", "spec.verifier.uri", "hf://org/na--me", "no '--' in a hub id"),
+    ("draft-dotdot", "spec.draft", {"uri": "pvc://models/../secrets"}, "no '..' in a path or hub id"),
 ]
 
 TRAINING_CASES = [
@@ -155,7 +287,12 @@ TRAINING_CASES = [
         {"pvc": {"claimName": "c", "storageClassName": "fast"}},
         "output.pvc.storageClassName applies to a claim the operator creates",
     ),
-    ("pvc-size", "spec.output", {"pvc": {"size": "lots"}}, "size must be a quantity such as 200Gi"),
+    (
+        "pvc-size",
+        "spec.output",
+        {"pvc": {"size": "lots"}},
+        "output.pvc.size must be a positive quantity such as 200Gi",
+    ),
     (
         "s3-uri",
         "spec.output",
@@ -209,6 +346,47 @@ TRAINING_CASES = [
         {"numSpeculativeTokens": 9, "tuning": {"mode": "auto", "max": 6}},
         "with tuning.mode auto, numSpeculativeTokens is the k to start from",
     ),
+    ("layer-id-negative", "spec.datagen", {"layerIds": [-1, 4]}, "should be greater than or equal to 0"),
+    ("layer-id-huge", "spec.datagen", {"layerIds": [2, 4096]}, "should be less than or equal to 1023"),
+    (
+        "pvc-size-negative",
+        "spec.output",
+        {"pvc": {"size": "-1Gi"}},
+        "output.pvc.size must be a positive quantity",
+    ),
+    (
+        "datagen-limit-negative",
+        "spec.datagen",
+        {"resources": {"limits": {"nvidia.com/gpu": -1}}},
+        "non-negative",
+    ),
+    (
+        "train-request-negative",
+        "spec.training",
+        {"resources": {"requests": {"memory": "-1Gi"}}},
+        "non-negative",
+    ),
+    ("warmup-huge", "spec.training", {"warmupSteps": 10**12}, "should be less than or equal to 100000000"),
+    ("seed-negative", "spec.training", {"seed": -1}, "should be greater than or equal to 0"),
+    (
+        "max-samples-zero",
+        "spec.data",
+        {"datasets": [{"uri": DATASET}], "maxSamples": 0},
+        "greater than or equal to 1",
+    ),
+    (
+        "draft-vocab-huge",
+        "spec.training",
+        {"draftVocabSize": 10**9},
+        "should be less than or equal to 4194304",
+    ),
+    (
+        "deploy-env-token",
+        "spec.deploy",
+        {"vllm": {"env": [{"name": "HF_TOKEN", "value": "hf_x"}]}},
+        "env HF_TOKEN looks like a credential",
+    ),
+    ("deploy-extra-arg", "spec.deploy", {"vllm": {"extraArgs": ["--tensor_parallel_size=2"]}}, "sets a flag"),
 ]
 
 

@@ -201,7 +201,21 @@ def test_pydantic_mirrors_ranges():
         ("s3://A_B/x", False),
         ("pvc://Bad_Claim/x", False),
         ("/models/llama", False),
+        # what speculators_core.sources refuses, refused at admission too
+        ("hf://org/na--me", False),
+        ("hf://org/a..b", False),
+        ("hf://org/" + "x" * 97, False),
+        ("pvc://models/../etc", False),
+        ("pvc://bad..claim/x", False),
+        ("s3://my-bucket/a..b", True),
     ],
 )
 def test_source_uri_rule(uri, ok):
+    from speculators_core.sources import SourceError, parse_source
+
     assert source_uri_ok(uri) is ok
+    if ok:
+        parse_source(uri)  # what admission lets through, the Jobs can read
+    elif uri.startswith(("hf://", "pvc://")) and uri not in ("hf://",):
+        with pytest.raises(SourceError):
+            parse_source(uri)

@@ -109,3 +109,54 @@ def test_peering_rule_matches_kopf():
     }
     assert sorted(blocking_peers(status, "me", 0, now)) == ["higher", "same"]
     assert blocking_peers(status, "higher", 10, now) == []
+
+
+class RecordingKube:
+    """Stand-in for the API server in one case the real one cannot produce on demand: an object stored
+    under an older, looser CRD, which no longer renders. It returns that object and records writes."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+        self.status_patches: list[dict] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self.body if kind == self.body["kind"] and name == self.body["metadata"]["name"] else None
+
+    def list(self, *args: object, **kwargs: object) -> list:
+        return []
+
+    def serves(self, kind: str) -> bool:
+        return False
+
+    def patch_status(self, kind: str, namespace: str, name: str, patch: dict) -> dict:
+        self.status_patches.append(patch)
+        return self.body
+
+    def post_event(self, owner: dict, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def test_a_spec_the_renderer_refuses_is_invalid_spec_in_status_and_an_event():
+    from spd_testlib import speculator
+
+    from speculators_operator.handlers.reconcile import Reconciler, SemanticError
+    from speculators_operator.metrics.store import MetricsStore
+
+    body = speculator("old", method="eagle3", numSpeculativeTokens=3)
+    body["spec"]["verifier"]["uri"] = "hf://org/na--me"  # admitted before the CRD refused '--'
+    kube = RecordingKube(body)
+    reconciler = Reconciler(kube, MetricsStore())  # type: ignore[arg-type]
+    with pytest.raises(SemanticError) as info:
+        reconciler("Speculator", "ns", "old")
+    assert info.value.reason == "InvalidSpec"
+    (patch,) = kube.status_patches
+    ready = next(c for c in patch["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "is not a Hugging Face repo id" in ready["message"] and patch["phase"] == "Failed"
+    assert [(t, r) for t, r, _ in kube.events] == [("Warning", "InvalidSpec")]
+    # The same error again: no new status write, no second Event (backoff retries stay quiet).
+    body["status"] = {**patch}
+    with pytest.raises(SemanticError):
+        reconciler("Speculator", "ns", "old")
+    assert len(kube.status_patches) == 1 and len(kube.events) == 1

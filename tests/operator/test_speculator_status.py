@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from spd_testlib import FIXTURE_METRICS, LATER, NOW, as_observed_job, speculator, terminated_pod
 
 from speculators_operator.metrics.acceptance import counters_from_text
@@ -17,7 +18,7 @@ INSPECT = {
     "algorithm": "eagle3",
     "method": "eagle3",
     "speculative_tokens": 3,
-    "verifier": "meta-llama/x",
+    "verifier": "meta-llama/Llama-3.1-8B-Instruct",
     "vocab_size": 128256,
     "draft_vocab_size": 32000,
     "params": 1000,
@@ -240,3 +241,28 @@ def test_metrics_do_not_gate_ready():
     plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}))
     assert _cond(plan, "MetricsAvailable")["reason"] == "Disabled"
     assert _cond(plan, "Ready")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("served", "trained_for", "mismatch"),
+    [
+        ("hf://meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", False),
+        (
+            "hf://meta-llama/Llama-3.1-8B-Instruct",
+            "META-LLAMA/llama-3.1-8b-instruct",
+            False,
+        ),  # hub ids: any case
+        ("hf://Qwen/Qwen3-8B", "meta-llama/Llama-3.1-8B-Instruct", True),
+        ("hf://Qwen/Qwen3-8B", "hf://meta-llama/Llama-3.1-8B-Instruct", True),  # a training's verifier URI
+        ("pvc://models/verifier", "meta-llama/Llama-3.1-8B-Instruct", False),  # a local copy: cannot tell
+        ("hf://Qwen/Qwen3-8B", "/tmp/verifier", False),
+        ("hf://Qwen/Qwen3-8B", None, False),
+    ],
+)
+def test_verifier_mismatch_only_between_two_different_hub_models(served, trained_for, mismatch):
+    from speculators_operator.status.speculator import verifier_mismatch
+
+    why = verifier_mismatch(served, trained_for)
+    assert (why is not None) is mismatch
+    if why:
+        assert "set spec.verifier.uri to hf://meta-llama/Llama-3.1-8B-Instruct" in why

@@ -64,7 +64,8 @@ class K8sModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def secret_name_field(description: str) -> Any:
+def secret_name_field(description: str, kind: str = "Secret") -> Any:
+    """A name of an object of `kind` in the same namespace (the message names the kind)."""
     return Field(
         description=description,
         min_length=1,
@@ -72,7 +73,7 @@ def secret_name_field(description: str) -> Any:
         json_schema_extra=cel(
             rule(
                 f"self.matches({re2(DNS1123_SUBDOMAIN)})",
-                "must be a Secret name (lowercase DNS-1123 subdomain)",
+                f"must be a {kind} name (lowercase DNS-1123 subdomain, e.g. my-{kind.lower()})",
             )
         ),
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import MaxLen
 from pydantic import Field
 
 from speculators_operator.api.base import (
@@ -18,20 +19,37 @@ from speculators_operator.api.base import (
 )
 
 # RE2 patterns for source URIs (speculators_core.sources parses the same forms).
-HF_URI = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+HF_URI = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
-PVC_URI = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?$"
+PVC_URI = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/[^/].*)?$"
+# What speculators_core.sources also refuses: '--' or '..' in a hub id, '..' in a path.
+_NO_DOTS = (
+    "!(self.startsWith('pvc://') && self.contains('..')) && "
+    "!(self.startsWith('hf://') && (self.contains('--') || self.contains('..')))"
+)
 SOURCE_URI_RULE = rule(
-    f"self.matches({re2(HF_URI)}) || self.matches({re2(S3_URI)}) || self.matches({re2(PVC_URI)})",
-    "must be hf://org/name, s3://bucket/prefix or pvc://claim/path",
+    f"({_NO_DOTS}) && (self.matches({re2(HF_URI)}) || self.matches({re2(S3_URI)}) || "
+    f"self.matches({re2(PVC_URI)}))",
+    "must be hf://org/name, s3://bucket/prefix or pvc://claim/path (no '..' in a path or hub id, "
+    "no '--' in a hub id)",
 )
 # Dataset URIs may carry a query (hf://org/name?split=train&config=x).
-DATASET_HF_URI = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(\?[A-Za-z0-9_=&.-]*)?$"
+DATASET_HF_URI = (
+    r"^hf://[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?(\?[A-Za-z0-9_=&.-]*)?$"
+)
 DATASET_URI_RULE = rule(
-    f"self.matches({re2(DATASET_HF_URI)}) || self.matches({re2(S3_URI)}) || self.matches({re2(PVC_URI)})",
-    "must be hf://org/name, s3://bucket/prefix or pvc://claim/path",
+    f"({_NO_DOTS}) && (self.matches({re2(DATASET_HF_URI)}) || self.matches({re2(S3_URI)}) || "
+    f"self.matches({re2(PVC_URI)}))",
+    "must be hf://org/name, s3://bucket/prefix or pvc://claim/path (no '..' in a path or hub id, "
+    "no '--' in a hub id)",
 )
 URI_MAX = 1024
+# metav1 qualified names (label/annotation keys) and label values.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 NAME_MAX = 253
 
 
@@ -74,14 +92,33 @@ class ModelSource(K8sModel):
     )
 
 
+def _non_negative_quantities(what: str, example: str) -> dict:
+    # The Quantity pattern admits a leading minus; the Pod would then be refused long after admission.
+    return cel(
+        rule(
+            "self.all(k, isQuantity(string(self[k])) && "
+            "!quantity(string(self[k])).isLessThan(quantity('0')))",
+            f"{what} values must be non-negative quantities, e.g. {example}",
+        )
+    )
+
+
 class ResourceRequirements(K8sModel):
     """Compute resources of a container (as in a Pod spec)."""
 
     limits: dict[str, Quantity] | None = Field(
-        default=None, description='Maximum resources, e.g. {"nvidia.com/gpu": 1, "memory": "64Gi"}.'
+        default=None,
+        max_length=32,
+        description='Maximum resources, e.g. {"nvidia.com/gpu": 1, "memory": "64Gi"}.',
+        json_schema_extra=_non_negative_quantities(
+            "resources.limits", '{"nvidia.com/gpu": 1, "memory": "64Gi"}'
+        ),
     )
     requests: dict[str, Quantity] | None = Field(
-        default=None, description='Minimum resources the scheduler reserves, e.g. {"cpu": "8"}.'
+        default=None,
+        max_length=32,
+        description='Minimum resources the scheduler reserves, e.g. {"cpu": "8"}.',
+        json_schema_extra=_non_negative_quantities("resources.requests", '{"cpu": "8", "memory": "32Gi"}'),
     )
 
 
@@ -101,13 +138,46 @@ class Toleration(K8sModel):
     toleration_seconds: int | None = Field(
         default=None,
         description="With effect NoExecute: how long the pod stays bound after the taint appears.",
+        ge=0,
+        le=31536000,
     )
+
+
+# Name components that mark a credential (HF_TOKEN, AWS_SECRET_ACCESS_KEY, VLLM_API_KEY, DB_PASSWORD, ...).
+CREDENTIAL_NAME = (
+    r"(?i)(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|APIKEY|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(_|$)"
+)
 
 
 class EnvVar(K8sModel):
     """An environment variable (as in a container spec); use valueFrom.secretKeyRef for secrets."""
 
-    name: str = Field(description="Variable name.", min_length=1, max_length=NAME_MAX)
+    __cel__ = (
+        {
+            "rule": f"!has(self.value) || self.value == '' || !self.name.matches({re2(CREDENTIAL_NAME)})",
+            "messageExpression": (
+                "'env ' + self.name + ' looks like a credential and would be rendered in clear text into the "
+                "pod spec: put it in a Secret and use valueFrom.secretKeyRef (or the model source\\'s "
+                "secretRef), e.g. valueFrom: {secretKeyRef: {name: hf-token, key: HF_TOKEN}}'"
+            ),
+            "message": "env values that look like credentials must come from a Secret (valueFrom)",
+            "fieldPath": ".value",
+        },
+        rule("!(has(self.value) && has(self.valueFrom))", "env: set value or valueFrom, not both"),
+    )
+
+    name: str = Field(
+        description="Variable name, e.g. VLLM_LOGGING_LEVEL.",
+        min_length=1,
+        max_length=NAME_MAX,
+        json_schema_extra=cel(
+            rule(
+                "self.matches(r'^[-._a-zA-Z][-._a-zA-Z0-9]*$')",
+                "env name must be a C identifier-like name such as VLLM_LOGGING_LEVEL (letters, digits, "
+                "'_', '-', '.'; not starting with a digit)",
+            )
+        ),
+    )
     value: str | None = Field(
         default=None, description="Literal value. Never put secrets here: use valueFrom."
     )
@@ -130,12 +200,28 @@ class Scheduling(K8sModel):
         default=None, description="Pod affinity/anti-affinity and node affinity, as in a Pod spec."
     )
     priority_class_name: str | None = Field(
-        default=None, description="PriorityClass of the pods.", max_length=NAME_MAX
+        default=None,
+        description="PriorityClass of the pods.",
+        max_length=NAME_MAX,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1123_SUBDOMAIN)})",
+                "scheduling.priorityClassName must be a PriorityClass name (lowercase DNS-1123 subdomain, "
+                "e.g. high-priority)",
+            )
+        ),
     )
     service_account_name: str | None = Field(
         default=None,
         description="ServiceAccount the pods run as (default: the namespace's default).",
         max_length=NAME_MAX,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1123_SUBDOMAIN)})",
+                "scheduling.serviceAccountName must be a ServiceAccount name (lowercase DNS-1123 subdomain, "
+                "e.g. vllm-runner)",
+            )
+        ),
     )
 
 
@@ -151,16 +237,44 @@ class PodMetadata(K8sModel):
         ),
     )
 
-    labels: dict[str, str] | None = Field(default=None, description="Labels added to every pod.")
-    annotations: dict[str, str] | None = Field(default=None, description="Annotations added to every pod.")
+    labels: dict[str, Annotated[str, MaxLen(63)]] | None = Field(
+        default=None,
+        description="Labels added to every pod.",
+        max_length=64,
+        json_schema_extra=cel(
+            rule(
+                f"self.all(k, k.size() <= 253 && k.matches({re2(QUALIFIED_NAME)}) && "
+                f"self[k].matches({re2(LABEL_VALUE)}))",
+                "podMetadata.labels: keys must be qualified names (example.com/team) and values at most 63 "
+                "letters, digits, '-', '_' or '.', beginning and ending with a letter or digit",
+            )
+        ),
+    )
+    annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Annotations added to every pod.",
+        max_length=64,
+        json_schema_extra=cel(
+            rule(
+                f"self.all(k, k.size() <= 253 && k.matches({re2(QUALIFIED_NAME)}))",
+                "podMetadata.annotations keys must be qualified names such as example.com/owner",
+            )
+        ),
+    )
 
 
 class PodSecurityOverrides(K8sModel):
     """Fixed IDs, only for images that need them on vanilla clusters (OpenShift assigns its own)."""
 
-    run_as_user: int | None = Field(default=None, description="UID the containers run as.", ge=1)
-    run_as_group: int | None = Field(default=None, description="Primary GID of the containers.", ge=0)
-    fs_group: int | None = Field(default=None, description="Group that owns mounted volumes.", ge=0)
+    run_as_user: int | None = Field(
+        default=None, description="UID the containers run as.", ge=1, le=2147483647
+    )
+    run_as_group: int | None = Field(
+        default=None, description="Primary GID of the containers.", ge=0, le=2147483647
+    )
+    fs_group: int | None = Field(
+        default=None, description="Group that owns mounted volumes.", ge=0, le=2147483647
+    )
 
 
 class Condition(K8sModel):
@@ -182,6 +296,8 @@ def source_uri_ok(uri: str) -> bool:
     """Python mirror of SOURCE_URI_RULE (unit tests compare the two)."""
     import re
 
+    if (uri.startswith(("pvc://", "hf://")) and ".." in uri) or (uri.startswith("hf://") and "--" in uri):
+        return False
     return any(re.match(p, uri) for p in (HF_URI, S3_URI, PVC_URI))
 
 

@@ -72,6 +72,7 @@ def type_schema(tp: Any, metadata: list[Any] | None = None) -> dict[str, Any]:
         schema: dict[str, Any] = {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,  # bounds the cost of the CEL rules on quantities
             "x-kubernetes-int-or-string": True,
         }
         return schema

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge, Le, MaxLen
 from pydantic import Field
 
+from speculators_operator.api import vllm_args
 from speculators_operator.api.base import (
     DNS1035_LABEL,
     DNS1123_SUBDOMAIN,
@@ -31,24 +32,14 @@ from speculators_operator.api.common import (
 )
 
 Method = Literal["eagle3", "eagle", "peagle", "dflash", "dspark"]
-# Flags the operator renders itself; setting them in extraArgs would fight the rendered command line.
-MANAGED_VLLM_FLAGS = (
-    "--speculative-config",
-    "-sc",
-    "--port",
-    "--tensor-parallel-size",
-    "-tp",
-    "--max-model-len",
-    "--gpu-memory-utilization",
-    "--served-model-name",
-    "--model",
-)
 
 
 class TrainingRef(K8sModel):
     """A SpeculatorTraining in the same namespace whose output is the draft."""
 
-    name: str = secret_name_field("Name of the SpeculatorTraining in the same namespace.")
+    name: str = secret_name_field(
+        "Name of the SpeculatorTraining in the same namespace.", kind="SpeculatorTraining"
+    )
 
 
 class DraftSource(K8sModel):
@@ -96,16 +87,7 @@ class VllmSpec(K8sModel):
         default_factory=list,
         description='Extra `vllm serve` arguments after the rendered ones, e.g. ["--enable-prefix-caching"].',
         max_length=64,
-        json_schema_extra=cel(
-            rule(
-                "self.all(a, "
-                + " && ".join(f"a != '{f}' && !a.startsWith('{f}=')" for f in MANAGED_VLLM_FLAGS)
-                + ")",
-                "extraArgs may not set "
-                + ", ".join(MANAGED_VLLM_FLAGS)
-                + ": use the Speculator's own fields",
-            )
-        ),
+        json_schema_extra={"x-kubernetes-validations": vllm_args.cel_rules()},
     )
     env: list[EnvVar] = Field(
         default_factory=list, description="Extra environment variables of the vLLM container.", max_length=64
@@ -158,7 +140,12 @@ class CacheSpec(K8sModel):
     size: Quantity | None = Field(
         default=None,
         description="Create PVC <name>-cache of this size (ReadWriteMany when replicas > 1).",
-        json_schema_extra=cel(rule("isQuantity(string(self))", "size must be a quantity such as 200Gi")),
+        json_schema_extra=cel(
+            rule(
+                "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+                "cache.size must be a positive quantity such as 200Gi",
+            )
+        ),
     )
     claim_name: str | None = Field(
         default=None, description="Use this existing PVC as the model cache.", max_length=253
@@ -253,7 +240,10 @@ class TuningSpec(K8sModel):
         le=604800,
     )
     min_drafts: int = Field(
-        default=500, description="Drafts the window must hold at the served k before k is judged.", ge=1
+        default=500,
+        description="Drafts the window must hold at the served k before k is judged.",
+        ge=1,
+        le=100000000,
     )
     load_buckets: list[Annotated[int, Ge(1), Le(65536)]] = Field(
         default_factory=list,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Ge, Le
 from pydantic import Field
 
 from speculators_operator.api.base import (
@@ -67,7 +68,9 @@ class DataSpec(K8sModel):
     )
 
     datasets: list[Dataset] = Field(description="Conversations to train on.", min_length=1, max_length=32)
-    max_samples: int | None = Field(default=None, description="Use at most this many samples.", ge=1)
+    max_samples: int | None = Field(
+        default=None, description="Use at most this many samples.", ge=1, le=1000000000
+    )
     max_length: int = Field(default=2048, description="Maximum tokens per sample.", ge=16, le=1048576)
     regenerate_responses: bool = Field(
         default=False,
@@ -96,7 +99,7 @@ class DatagenSpec(K8sModel):
     """Hidden-state generation (offline training only): an Indexed Job, one pod per shard."""
 
     shards: int = Field(default=1, description="Number of shards, i.e. parallel datagen pods.", ge=1, le=1024)
-    layer_ids: list[int] | None = Field(
+    layer_ids: list[Annotated[int, Ge(0), Le(1023)]] | None = Field(
         default=None,
         description="Verifier layers whose hidden states feed the draft (default: [2, n/2, n-3]).",
         min_length=1,
@@ -126,7 +129,7 @@ class TrainingParams(K8sModel):
     epochs: int = Field(default=20, description="Training epochs.", ge=1, le=10000)
     learning_rate: float = Field(default=1e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear"] = Field(default="cosine", description="Learning-rate schedule.")
-    warmup_steps: int = Field(default=0, description="Linear warm-up steps.", ge=0)
+    warmup_steps: int = Field(default=0, description="Linear warm-up steps.", ge=0, le=100000000)
     ttt_steps: int = Field(
         default=3, description="Train-time-test depth (draft steps unrolled in training).", ge=1, le=16
     )
@@ -137,6 +140,7 @@ class TrainingParams(K8sModel):
         default=None,
         description="Draft vocabulary size (most frequent tokens; default: the verifier's).",
         ge=1,
+        le=4194304,
     )
     num_layers: int = Field(default=1, description="Decoder layers of the draft.", ge=1, le=16)
     num_speculative_tokens: int = Field(
@@ -147,9 +151,9 @@ class TrainingParams(K8sModel):
         default=1, description="GPUs per node (torchrun processes per node).", ge=1, le=16
     )
     checkpoint_every_steps: int | None = Field(
-        default=None, description="Checkpoint interval in steps.", ge=1
+        default=None, description="Checkpoint interval in steps.", ge=1, le=100000000
     )
-    seed: int = Field(default=42, description="Random seed.", ge=0)
+    seed: int = Field(default=42, description="Random seed.", ge=0, le=4294967295)
     fsdp: bool = Field(default=False, description="Shard the model with FSDP (multi-GPU).")
     max_retries: int = Field(
         default=3,
@@ -249,7 +253,12 @@ class PvcOutput(K8sModel):
     size: Quantity = Field(
         default="200Gi",
         description="Size of the created claim (ignored with claimName).",
-        json_schema_extra=cel(rule("isQuantity(string(self))", "size must be a quantity such as 200Gi")),
+        json_schema_extra=cel(
+            rule(
+                "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+                "output.pvc.size must be a positive quantity such as 200Gi",
+            )
+        ),
     )
     storage_class_name: str | None = Field(
         default=None,

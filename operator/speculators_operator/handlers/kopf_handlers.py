@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from speculators_operator import constants as c
-from speculators_operator.handlers.reconcile import Reconciler
+from speculators_operator.handlers.reconcile import Reconciler, SemanticError
 from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.metrics.store import MetricsStore
@@ -84,6 +84,10 @@ async def _reconcile_now(memo: Any, kind: str, namespace: str, name: str) -> Non
     ctx: OperatorContext = memo.ctx
     try:
         await ctx.runner.run_now((kind, namespace, name))
+    except SemanticError:
+        # Already in status (Ready=False) and an Event; the runner retries with backoff (an unchanged
+        # spec cannot fix itself quickly), and a new generation comes back through this handler.
+        ctx.runner.trigger((kind, namespace, name))
     except Exception as exc:
         raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
 

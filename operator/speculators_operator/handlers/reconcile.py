@@ -16,12 +16,45 @@ from speculators_operator.kube import Kube, KubeError
 from speculators_operator.metrics.store import MetricsStore
 from speculators_operator.render import training as render_training
 from speculators_operator.render.common import Images
+from speculators_operator.status.conditions import Cond, merge, now_iso
 from speculators_operator.status.patch import merge_patch
 from speculators_operator.status.plan import Plan
 from speculators_operator.status.speculator import SpeculatorObserved, derive_speculator
 from speculators_operator.status.training import TrainingObserved, derive_training
 
 log = logging.getLogger(__name__)
+
+INVALID_SPEC = "InvalidSpec"
+CHILD_REJECTED = "ChildRejected"
+# The API server refused a child for what it is (not for being busy): the spec has to change.
+REJECTED_STATUSES = (400, 403, 422)
+
+
+class SemanticError(Exception):
+    """A problem with the object the API server could not know at admission; shown as Ready=False."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def failed_status(
+    body: dict[str, Any], status: dict[str, Any] | None, reason: str, message: str, now: str
+) -> dict[str, Any]:
+    """The status to write when reconciling failed for a semantic reason: what was known, Ready=False."""
+    out = dict(status if status is not None else body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    kept = [
+        Cond(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
+        for c in out.get("conditions") or []
+        if c.get("type") != "Ready"
+    ]
+    ready = Cond("Ready", "False", reason, message[:32768])
+    out["conditions"] = merge((body.get("status") or {}).get("conditions"), [*kept, ready], generation, now)
+    out["observedGeneration"] = generation
+    out["phase"] = "Failed"
+    return out
 
 
 def _owned_by(obj: dict[str, Any] | None, owner: dict[str, Any]) -> bool:
@@ -74,10 +107,11 @@ class Reconciler:
         if self._last_error.get((kind, namespace, name)) == message:
             return
         self._last_error[(kind, namespace, name)] = message
+        reason = exc.reason if isinstance(exc, SemanticError) else "ReconcileError"
         try:
             body = self.kube.get(kind, namespace, name)
             if body is not None:
-                self.kube.post_event(body, "Warning", "ReconcileError", message)
+                self.kube.post_event(body, "Warning", reason, message)
         except Exception:  # best effort: the caller logs the error itself
             log.debug("could not post the error event", exc_info=True)
 
@@ -123,7 +157,7 @@ class Reconciler:
             opmetrics.set_phase(c.TRAINING_KIND, namespace, name, None)
             opmetrics.set_progress(namespace, name, None)
             return
-        plan = derive_training(body, self.observe_training(body), self.images)
+        plan = self._derive(body, lambda: derive_training(body, self.observe_training(body), self.images))
         self.execute(body, plan)
         opmetrics.set_phase(c.TRAINING_KIND, namespace, name, plan.status.get("phase"))
         opmetrics.set_progress(namespace, name, (plan.status.get("progress") or {}).get("percent"))
@@ -173,12 +207,31 @@ class Reconciler:
             opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, None)
             opmetrics.forget_acceptance(namespace, name)
             return
-        plan = derive_speculator(body, self.observe_speculator(body), self.images)
+        plan = self._derive(body, lambda: derive_speculator(body, self.observe_speculator(body), self.images))
         self.execute(body, plan)
         opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
         opmetrics.set_acceptance(namespace, name, plan.status.get("acceptance"))
 
     # -- shared ------------------------------------------------------------------------------------
+
+    def _derive(self, body: dict[str, Any], derive: Any) -> Plan:
+        """Run a derive function; a spec the renderer refuses becomes InvalidSpec (an object admitted
+        under an older, looser CRD, or a rule only the renderer knows)."""
+        try:
+            return derive()
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError and SourceError are ValueErrors
+            message = f"the operator cannot render this spec: {exc}"
+            self._write_failure(body, None, INVALID_SPEC, message)
+            raise SemanticError(INVALID_SPEC, message) from exc
+
+    def _write_failure(
+        self, body: dict[str, Any], status: dict[str, Any] | None, reason: str, message: str
+    ) -> None:
+        meta = body["metadata"]
+        new = failed_status(body, status, reason, message, now_iso())
+        patch = merge_patch(body.get("status"), new)
+        if patch:
+            self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
 
     def execute(self, owner: dict[str, Any], plan: Plan) -> None:
         """Carry out a plan: deletes, creates, applies, then one status patch if anything changed."""
@@ -186,10 +239,19 @@ class Reconciler:
         for obj in plan.delete:
             m = obj["metadata"]
             self.kube.delete(obj["kind"], m["namespace"], m["name"], uid=m.get("uid"))
-        for obj in plan.create:
-            self.kube.create(obj)
-        for obj in plan.apply:
-            self.kube.apply(obj)
+        writes = [(self.kube.create, obj) for obj in plan.create] + [
+            (self.kube.apply, obj) for obj in plan.apply
+        ]
+        for write, obj in writes:
+            try:
+                write(obj)
+            except KubeError as exc:
+                if exc.status not in REJECTED_STATUSES:
+                    raise  # conflicts, timeouts, 5xx: transient, retried as they are
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                message = f"the API server refused {what}: {exc.message}"
+                self._write_failure(owner, plan.status, CHILD_REJECTED, message)
+                raise SemanticError(CHILD_REJECTED, message) from exc
         patch = merge_patch(owner.get("status"), plan.status)
         if patch:
             self.kube.patch_status(owner["kind"], meta["namespace"], meta["name"], patch)

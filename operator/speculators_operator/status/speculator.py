@@ -62,6 +62,30 @@ class SpeculatorObserved:
     route: dict[str, Any] | None = None
 
 
+def _hub_id(uri: str | None) -> str | None:
+    """org/name of an hf:// URI or a bare hub id (a draft config's verifier.name_or_path); None otherwise."""
+    if not uri:
+        return None
+    if uri.startswith("hf://"):
+        return uri[len("hf://") :].split("?", 1)[0].lower()
+    if "://" in uri or uri.startswith(("/", ".")) or uri.count("/") != 1:
+        return None  # a local path or another scheme: nothing to compare
+    return uri.lower()
+
+
+def verifier_mismatch(served: str, trained_for: str | None) -> str | None:
+    """Why a draft does not belong to the served verifier, when both are hub models and differ."""
+    a, b = _hub_id(served), _hub_id(trained_for)
+    if a is None or b is None or a == b:
+        return None
+    want = "hf://" + str(trained_for).removeprefix("hf://")
+    return (
+        f"the draft was trained for verifier {want}, the Speculator serves {served}: its hidden "
+        f"states and vocabulary do not match; set spec.verifier.uri to {want} or use a draft trained for "
+        "this verifier"
+    )
+
+
 def _draft_from_training(
     ctx: render.SpeculatorContext, training: dict[str, Any] | None
 ) -> tuple[Cond, render.ResolvedDraft | None]:
@@ -80,8 +104,13 @@ def _draft_from_training(
     output = status.get("output") or {}
     if phase != "Succeeded" or not output.get("uri"):
         return Cond("TrainingReady", "Unknown", "TrainingInProgress", f"{ref.name} is {phase}"), None
-    if ((training.get("spec") or {}).get("algorithm")) == "eagle":
+    tspec = training.get("spec") or {}
+    if tspec.get("algorithm") == "eagle":
         return Cond("TrainingReady", "False", "DraftNotServable", f"{ref.name}: {LEGACY_EAGLE}"), None
+    trained_for = (tspec.get("verifier") or {}).get("uri")
+    mismatch = verifier_mismatch(ctx.spec.verifier.uri, trained_for)
+    if mismatch:
+        return Cond("TrainingReady", "False", "VerifierMismatch", f"{ref.name}: {mismatch}"), None
     method = ctx.spec.method or output.get("method") or "eagle3"
     k = ctx.spec.num_speculative_tokens or output.get("numSpeculativeTokens") or 3
     draft = render.ResolvedDraft(ModelSource(uri=output["uri"]), method, int(k))
@@ -148,6 +177,9 @@ def _resolve(
         if "vllm_serve" in resolved and not resolved["vllm_serve"]:
             note = resolved.get("vllm_serve_note") or LEGACY_EAGLE
             return Cond("DraftResolved", "False", "DraftNotServable", str(note)), None
+        mismatch = verifier_mismatch(spec.verifier.uri, resolved.get("verifier"))
+        if mismatch:
+            return Cond("DraftResolved", "False", "VerifierMismatch", mismatch), None
     method = spec.method or resolved.get("method") or resolved.get("algorithm")
     k = spec.num_speculative_tokens or resolved.get("speculative_tokens")
     if method not in ("eagle3", "eagle", "peagle", "dflash", "dspark"):
