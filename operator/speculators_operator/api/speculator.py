@@ -90,7 +90,13 @@ class VllmSpec(K8sModel):
         json_schema_extra={"x-kubernetes-validations": vllm_args.cel_rules()},
     )
     env: list[EnvVar] = Field(
-        default_factory=list, description="Extra environment variables of the vLLM container.", max_length=64
+        default_factory=list,
+        description=(
+            "Extra environment variables of the vLLM container, a list as in a Pod: "
+            "[{name: VLLM_LOGGING_LEVEL, value: DEBUG}, "
+            "{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: token}}}]."
+        ),
+        max_length=64,
     )
     tensor_parallel_size: int = Field(
         default=1,
