@@ -272,12 +272,20 @@ def test_deploy_block_creates_the_speculator_after_success_and_reports_its_readi
     assert prev.status["speculatorRef"] == {"name": "llama"}
     assert _cond(prev, "Deployed")["status"] == "Unknown"
     assert prev.status["phase"] == "Succeeded" and _cond(prev, "Ready")["status"] == "Unknown"
-    child["status"] = {
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Running", "message": "ok"}]
-    }
+    child["metadata"]["generation"] = 1
+    ready = {"type": "Ready", "status": "True", "reason": "Running", "message": "ok"}
+    # Ready, but still serving another draft (a Speculator taken over from an older training): not yet.
+    old = "pvc://llama-workspace/older/model"
+    child["status"] = {"observedGeneration": 1, "conditions": [ready], "draft": {"uri": old}}
+    plan = _run(body, {}, speculator=child)
+    assert (_cond(plan, "Deployed")["status"], _cond(plan, "Deployed")["reason"]) == ("Unknown", "Deploying")
+    # Our draft, at the generation we applied: Deployed follows its Ready.
+    child["status"]["draft"] = {"uri": "pvc://llama-workspace/llama/model"}
     plan = _run(body, {}, speculator=child)
     assert _cond(plan, "Deployed")["status"] == "True"
     assert _cond(plan, "Ready")["status"] == "True"
+    child["metadata"]["generation"] = 2  # our spec change, not reconciled by the Speculator yet
+    assert _cond(_run(body, {}, speculator=child), "Deployed")["status"] == "Unknown"
 
 
 def test_publish_step_records_the_uploads():

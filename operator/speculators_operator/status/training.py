@@ -481,9 +481,16 @@ def _deployed(
     child = observed.speculator
     if child is None:
         return Cond("Deployed", "Unknown", "Creating", f"creating Speculator {name}")
-    ready = find((child.get("status") or {}).get("conditions"), "Ready")
+    child_status = child.get("status") or {}
+    ready = find(child_status.get("conditions"), "Ready")
     if ready is None:
         return Cond("Deployed", "Unknown", "Deploying", f"Speculator {name} has no status yet")
+    # Its Ready speaks for this draft only once it has reconciled the spec we applied and serves our draft
+    # (a Speculator taken over from another training is Ready with the old draft until it has rolled).
+    current = child_status.get("observedGeneration") == child["metadata"].get("generation")
+    serving = (child_status.get("draft") or {}).get("uri")
+    if not current or serving != ctx.artifact_uri:
+        return Cond("Deployed", "Unknown", "Deploying", f"Speculator {name} is rolling to this draft")
     status = ready.get("status", "Unknown")
     reason = "Ready" if status == "True" else ready.get("reason") or "Deploying"
     message = f"Speculator {name}: {ready.get('message') or reason}"
