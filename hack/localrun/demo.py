@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 
 def _epoch(ts: str) -> float:
-    return time.mktime(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _settled(status: dict[str, Any]) -> bool:

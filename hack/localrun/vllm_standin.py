@@ -162,15 +162,6 @@ def serve_server(host: str, port: int, server: Server) -> ThreadingHTTPServer:
     return http
 
 
-def serve(host: str, port: int, per_position: list[float], model_name: str) -> ThreadingHTTPServer:
-    """One server drafting k = len(per_position) at exactly these per-position rates."""
-    conditional, before = [], 1.0
-    for p in per_position:
-        conditional.append(p / before if before > 0 else 0.0)
-        before = p
-    return serve_server(host, port, Server(Scenario(conditional or [0.0]), len(per_position), model_name))
-
-
 @dataclass
 class Fleet:
     """A Server per Running vLLM pod, started as pods appear and stopped as they go."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import aiohttp
 
 from speculators_operator.metrics.acceptance import Counters, counters_from_text
+from speculators_operator.status.conditions import parse_time
 
 MAX_BODY = 8 * 1024 * 1024  # a /metrics page is tens of KiB; refuse anything absurd
 
@@ -31,15 +31,6 @@ class ScrapeResult:
     target: Target
     counters: Counters | None
     error: str | None = None
-
-
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -93,7 +84,7 @@ def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> l
                 pod=meta["name"],
                 url=f"http://{host}:{port}/metrics",
                 instance=f"{meta.get('uid', '')}/{restarts}",
-                started_at=_epoch(started or status.get("startTime")),
+                started_at=parse_time(started or status.get("startTime")),
                 plan=speculative_plan(pod),
             )
         )

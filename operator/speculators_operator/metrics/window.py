@@ -76,8 +76,9 @@ class AcceptanceWindow:
             if points and points[-1].t < start:
                 del self.pods[pod]  # gone for a whole window: nothing of it is left to count
 
-    def _steps(self, now: float) -> Iterator[tuple[int, Any, float, Counters]]:
-        """(pod index, plan, mean running batch, increase) of every scrape-to-scrape step in the window."""
+    def _steps(self, now: float) -> Iterator[tuple[int, Any, float, Counters, bool]]:
+        """(pod index, plan, mean running batch, increase, between two scrapes) of every step in the
+        window; a container started inside it adds a first step from zero."""
         self._trim(now)
         start = now - self.window
         for index, series in enumerate(self.pods.values()):
@@ -87,35 +88,25 @@ class AcceptanceWindow:
             first = points[0]
             if first.t > start and first.started_at is not None and first.started_at >= start:
                 # The container started inside the window: its counters began at zero then.
-                yield index, first.plan, first.counters.running, first.counters
+                yield index, first.plan, first.counters.running, first.counters, False
             for prev, cur in itertools.pairwise(points):
                 step = cur.counters if _reset_between(prev, cur) else cur.counters.minus(prev.counters)
-                yield index, cur.plan, (prev.counters.running + cur.counters.running) / 2, step
+                yield index, cur.plan, (prev.counters.running + cur.counters.running) / 2, step, True
 
     def increase(self, now: float) -> tuple[Counters, int]:
         """(sum of increases over [now - window, now], number of pods that contributed)."""
         total = Counters()
-        for _, _, _, step in self._steps(now):
+        pods = set()
+        for index, _, _, step, paired in self._steps(now):
             total = total.plus(step)
-        return total, self._contributing(now)
-
-    def _contributing(self, now: float) -> int:
-        start = now - self.window
-        count = 0
-        for series in self.pods.values():
-            points = list(series.points)
-            if not points:
-                continue
-            first = points[0]
-            started_inside = first.t > start and first.started_at is not None and first.started_at >= start
-            if len(points) > 1 or (started_inside and first.counters.drafts > 0):
-                count += 1
-        return count
+            if paired or step.drafts > 0:  # two scrapes, or a start inside the window with traffic
+                pods.add(index)
+        return total, len(pods)
 
     def increase_by(self, now: float, key: Callable[[Any, float], K | None]) -> dict[K, Counters]:
         """Increases grouped by key(plan, running batch) of each step (None: left out)."""
         out: dict[K, Counters] = {}
-        for _, plan, running, step in self._steps(now):
+        for _, plan, running, step, _ in self._steps(now):
             k = key(plan, running)
             if k is not None:
                 out[k] = out.get(k, Counters()).plus(step)

@@ -19,6 +19,16 @@ def now_iso(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(ts: str | None) -> float | None:
+    """Epoch seconds of an RFC 3339 time (as Kubernetes and now_iso write them); None if absent or bad."""
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Cond:
     """A desired condition before times are attached."""

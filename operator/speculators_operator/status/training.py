@@ -296,19 +296,15 @@ def derive_training(
         kept = previous.get("completionTime") if previous.get("phase") == phase else None
         status["completionTime"] = kept or now
 
-    conds = _step_conditions(spec, steps, records, done, current, failed)
-    promoted_cond = gate.condition(decision, "eval" in done)
+    step_conds = _step_conditions(spec, steps, records, done, current, failed)
+    deployed = [deploy_cond] if deploy_cond else []
     # Promoted and a deploy the gate held back (or a newer draft took over) do not gate Ready: a training
     # whose draft was not worth serving still did its job (Argo CD: Healthy, with the message).
-    informational = [promoted_cond]
-    if deploy_cond and deploy_cond.reason in (NOT_PROMOTED, SUPERSEDED):
-        informational.append(deploy_cond)
-    elif deploy_cond:
-        conds.append(deploy_cond)
-    ready = aggregate(conds, ready_reason="Succeeded", ready_message=_ready_message(status))
+    gating = [*step_conds, *(d for d in deployed if d.reason not in (NOT_PROMOTED, SUPERSEDED))]
+    ready = aggregate(gating, ready_reason="Succeeded", ready_message=_ready_message(status))
     if ready.status == "True" and decision is not None and not promoted:
         ready = Cond("Ready", "True", "Succeeded", f"{ready.message}; not promoted: {decision['message']}")
-    conds = _ordered(conds, informational)
+    conds = [*step_conds, gate.condition(decision, "eval" in done), *deployed]
     if failed:
         ready = Cond("Ready", "False", FAILED_REASON_OF_STEP[failed[0]], failed[1])
     status["conditions"] = merge(previous.get("conditions"), [*conds, ready], generation, now)
@@ -327,14 +323,6 @@ def derive_training(
 
 NOT_PROMOTED = "NotPromoted"
 SUPERSEDED = "Superseded"
-
-
-def _ordered(conds: list[Cond], extra: list[Cond]) -> list[Cond]:
-    """Step conditions, then Promoted, then Deployed (the order kubectl describe shows)."""
-    deployed = [x for x in [*conds, *extra] if x.type == "Deployed"]
-    rest = [x for x in conds if x.type != "Deployed"]
-    promoted = [x for x in extra if x.type == "Promoted"]
-    return [*rest, *promoted, *deployed]
 
 
 def _promotion(

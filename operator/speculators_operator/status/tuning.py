@@ -8,12 +8,12 @@ and last change, which carry what earlier windows measured across rollouts and o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from speculators_core.eval.cost import expected_speedup
 from speculators_operator.api.speculator import SpeculatorSpec
 from speculators_operator.metrics.acceptance import Counters
-from speculators_operator.status.conditions import Cond
+from speculators_operator.status.conditions import Cond, parse_time
 from speculators_operator.status.plan import Event
 from speculators_operator.tuning import choose as chooser
 from speculators_operator.tuning.model import DEFAULT_COST_RATIO, Measure, fit_step_cost, pooled_rates
@@ -41,15 +41,6 @@ def bucket_ranges(bounds: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _offline(training: dict[str, Any] | None) -> dict[str, Any]:
     return ((training or {}).get("status") or {}).get("evaluation") or {}
 
@@ -64,7 +55,7 @@ def start_k(spec: SpeculatorSpec, draft_k: int, training: dict[str, Any] | None,
     if table:
         ks = range(t.min, min(t.max, len(table)) + 1)
         if ks:
-            return max(ks, key=lambda k: (table[k - 1] / (1 + k * cost_ratio), -k))
+            return max(ks, key=lambda k: (expected_speedup(table[k - 1], k, cost_ratio), -k))
     return min(t.max, max(t.min, draft_k))
 
 
@@ -112,8 +103,8 @@ def _stale(stored: list[dict[str, Any]], fresh: list[dict[str, Any]], now: str, 
     keys = {(o.get("bucket", 0), o.get("k")) for o in stored}
     if any((o.get("bucket", 0), o.get("k")) not in keys for o in fresh):
         return True
-    t_now = _epoch(now) or 0.0
-    return any(t_now - (_epoch(o.get("time")) or 0.0) >= window for o in stored) and fresh != stored
+    t_now = parse_time(now) or 0.0
+    return any(t_now - (parse_time(o.get("time")) or 0.0) >= window for o in stored) and fresh != stored
 
 
 def _measure(obs: dict[str, Any]) -> Measure:
@@ -166,8 +157,8 @@ def tune(
     measures = [_measure(o) for o in observations]
     rates = pooled_rates([m for m in measures if m.k > 0])
     offline_cond = list(_offline(training).get("conditionalAcceptance") or [])
-    changed_at = _epoch(prev.get("lastChangeTime"))
-    since = (_epoch(now) or 0.0) - changed_at if changed_at is not None else None
+    changed_at = parse_time(prev.get("lastChangeTime"))
+    since = (parse_time(now) or 0.0) - changed_at if changed_at is not None else None
     settling = bool(prev.get("settling"))
     params = chooser.Params(
         k_min=t.min,

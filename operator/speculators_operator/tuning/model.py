@@ -111,9 +111,7 @@ def tokens_per_second(k: int, rates: Sequence[float], cost: StepCost) -> float:
     """T(k); relative units (per verifier step) when a is unknown."""
     if k <= 0:
         return 1.0 / cost.seconds(0)
-    length = acceptance_length_by_k(rates[:k])[-1] if rates else 1.0
-    if k > len(rates):
-        length = 1.0 + sum(rates)
+    length = acceptance_length_by_k(rates[:k])[-1] if rates else 1.0  # positions past the rates: none
     return length / cost.seconds(k)
 
 
