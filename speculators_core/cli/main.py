@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "publish",
     "convert",
     "inspect",
+    "capture_proxy",
 )
 
 

@@ -67,13 +67,13 @@ def resolve_local(src: str) -> Path | None:
     return None
 
 
-def iter_rows(src: str) -> Iterator[Row]:
-    """Every row of `src`, normalised or with a skip reason."""
+def iter_rows(src: str, *, open_ended: bool = False) -> Iterator[Row]:
+    """Every row of `src`, normalised or with a skip reason (`open_ended`: see normalize_row)."""
     for index, raw, problem in _iter_raw(src):
         if problem is not None:
             yield Row(index=index, source=src, skip=problem[0], detail=problem[1])
             continue
-        messages, reason = normalize_row(raw)
+        messages, reason = normalize_row(raw, open_ended=open_ended)
         if reason is not None:
             yield Row(index=index, source=src, skip=reason[0], detail=reason[1])
         else:
@@ -97,7 +97,16 @@ def _iter_raw(src: str) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
         except SourceError as exc:
             raise DataSourceError(f"--data {src!r}: {exc}") from None
         return
-    if local.is_dir():
+    if local.is_dir() and _is_jsonl_dir(local):
+        # A directory of JSON-lines files (captured traffic: speculators capture-proxy), oldest first.
+        offset = 0
+        for path in sorted(local.glob("*.jsonl")):
+            count = 0
+            for index, raw, problem in _iter_jsonl(path):
+                yield offset + index, raw, problem
+                count += 1
+            offset += count
+    elif local.is_dir():
         yield from _iter_saved_dataset(local, src)
     elif local.suffix == ".jsonl":
         yield from _iter_jsonl(local)
@@ -110,6 +119,12 @@ def _iter_raw(src: str) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
             f"--data {src}: unsupported file type {local.suffix!r}; use .json, .jsonl, a datasets "
             "save_to_disk directory or hf://org/name"
         )
+
+
+def _is_jsonl_dir(path: Path) -> bool:
+    """JSON-lines files and no datasets save_to_disk metadata."""
+    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    return not saved and any(path.glob("*.jsonl"))
 
 
 def _looks_like_path(src: str) -> bool:
@@ -186,8 +201,14 @@ def _iter_hub(src: str) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
         yield index, raw, None
 
 
-def normalize_row(raw: Any) -> tuple[list[dict[str, Any]] | None, tuple[str, str] | None]:
-    """(messages, None) or (None, (reason, detail))."""
+def normalize_row(
+    raw: Any, *, open_ended: bool = False
+) -> tuple[list[dict[str, Any]] | None, tuple[str, str] | None]:
+    """(messages, None) or (None, (reason, detail)).
+
+    `open_ended` (responses are regenerated): a conversation that ends on a user turn — a captured
+    request — keeps it and gets an empty assistant turn for the verifier to answer.
+    """
     if not isinstance(raw, dict):
         return None, ("malformed_row", f"row is a {type(raw).__name__}, expected an object")
     turns: Any = None
@@ -235,16 +256,23 @@ def normalize_row(raw: Any) -> tuple[list[dict[str, Any]] | None, tuple[str, str
         if mapped == "assistant" and isinstance(reasoning, str) and reasoning:
             msg["reasoning_content"] = reasoning
         messages.append(msg)
+    if open_ended and messages and messages[-1]["role"] == "user":
+        messages.append({"role": "assistant", "content": "", "open": True})
     # Trailing non-assistant turns train nothing.
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()
     if not messages:
         return None, ("no_assistant_turn", "conversation has no assistant turn")
     if any(
-        m["role"] == "assistant" and not m["content"].strip() and not m.get("reasoning_content")
+        m["role"] == "assistant"
+        and not m["content"].strip()
+        and not m.get("reasoning_content")
+        and not m.get("open")
         for m in messages
     ):
         return None, ("empty_assistant_turn", "an assistant turn is empty")
+    for m in messages:
+        m.pop("open", None)  # the regeneration fills it; only the check above needed the mark
     if not any(m["role"] != "assistant" for m in messages):
         return None, ("no_prompt", "conversation has no user or system turn before the assistant")
     return messages, None

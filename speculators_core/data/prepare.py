@@ -208,7 +208,7 @@ def prepare(
 
         conversations = 0
         rows = 0
-        for row in _all_rows(cfg.data):
+        for row in _all_rows(cfg.data, open_ended=cfg.regenerate):
             rows += 1
             if row.skip is not None:
                 skipped[row.skip] += 1
@@ -273,9 +273,9 @@ def prepare(
     return meta
 
 
-def _all_rows(sources: Iterable[str]) -> Iterable[Row]:
+def _all_rows(sources: Iterable[str], *, open_ended: bool = False) -> Iterable[Row]:
     for src in sources:
-        yield from iter_rows(src)
+        yield from iter_rows(src, open_ended=open_ended)
 
 
 def default_generator(cfg: PrepareConfig, tok: Any) -> Any:

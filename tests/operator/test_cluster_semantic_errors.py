@@ -66,12 +66,16 @@ def test_a_refused_service_shows_as_child_rejected_and_a_fix_clears_it(
     body = k.get("Speculator", "lb")
     verdict = health("Speculator", body)
     assert verdict.status == "Degraded" and "ChildRejected" in verdict.message
-    events = [e for e in k.events("lb") if e["reason"] == "ChildRejected"]
-    assert len(events) == 1 and events[0]["type"] == "Warning"
+    # The Event follows the status write (the error is reported once the reconcile has failed).
+    rejected = lambda: [e for e in k.events("lb") if e["reason"] == "ChildRejected"]  # noqa: E731
+    events = k.wait(rejected, lambda es: len(es) > 0, what="ChildRejected Event")
+    assert events[0]["type"] == "Warning"
 
     # Backoff, not a hot loop: the retries wait 1, 2, 5, 10 s ... while the cause stands.
     k.wait(lambda: operator.log_path.read_text(), lambda log: "(retry in 10s)" in log, what="backoff at 10 s")
     assert _reconciles(operator) < 15
+    # Retries of the same error do not flood the namespace: still one Event, counted once.
+    assert len(rejected()) == 1
 
     k.patch("Speculator", "lb", {"spec": {"service": {"type": "ClusterIP"}}})
     status = k.wait_phase("Speculator", "lb", "Running")

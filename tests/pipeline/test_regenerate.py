@@ -188,3 +188,62 @@ def test_unreachable_endpoint_is_transient(stack, small_data, tmp_path):
         expect=ExitCode.TRANSIENT,
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_captured_traffic_becomes_training_data_on_the_verifiers_answers(stack, verifier, tmp_path):
+    """Requests through the capture proxy (in front of the stand-in server) are kept as prompts only;
+    prepare-data on that directory has the same server answer them, and trains on every one."""
+    import asyncio
+    import urllib.request
+
+    from speculators_core.capture.proxy import CaptureProxy
+    from speculators_core.capture.records import Sampler
+    from speculators_core.capture.writer import CaptureWriter
+
+    model, tok = verifier
+    _StandIn.generator = LocalGenerator(model, tok, max_new_tokens=16)
+    port = _free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    writer = CaptureWriter(tmp_path / "traffic", "pod-a", records_per_file=3)
+    writer.start()
+    loop = asyncio.new_event_loop()
+    proxy_server = loop.run_until_complete(
+        CaptureProxy("127.0.0.1", port, writer, Sampler(1.0)).serve("127.0.0.1", 0)
+    )
+    proxy_port = proxy_server.sockets[0].getsockname()[1]
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    prompts = ["tell me about the sea", "count to three", "what is a draft model", "name a colour", "hi"]
+    try:
+        for text in prompts:
+            body = {"model": "tiny-verifier", "temperature": 0.0, "max_tokens": 16,
+                    "messages": [{"role": "user", "content": text}]}  # fmt: skip
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": "Bearer sk-secret"},
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                assert json.loads(resp.read())["choices"][0]["message"]["content"] is not None
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join()
+        writer.close()
+        files = sorted(p.name for p in (tmp_path / "traffic").iterdir())
+        assert files == ["pod-a.00000000.jsonl", "pod-a.00000001.jsonl"]  # rotated at 3, finished at close
+        _StandIn.requests = 0
+        cli(
+            "prepare-data", "--verifier", stack.verifier, "--data", tmp_path / "traffic",
+            "--output", tmp_path / "prepared", "--regenerate-responses",
+            "--endpoint", f"http://127.0.0.1:{port}", "--regen-max-tokens", 16, "--holdout-fraction", 0,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        proxy_server.close()
+    meta = read_json(tmp_path / "prepared" / "meta.json")
+    assert meta["stats"]["regenerated"] == len(prompts) and _StandIn.requests == len(prompts)
+    store = TokenStore(tmp_path / "prepared" / "train")
+    assert len(store) == len(prompts)
+    ids, mask = store[0]
+    reply = _StandIn.generator.generate([[{"role": "user", "content": prompts[0]}]])[0].content
+    assert reply and reply in tok.decode(ids[mask.astype(bool)])
