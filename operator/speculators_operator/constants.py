@@ -29,6 +29,9 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_TRAINING: Final = f"{GROUP}/training"
 LABEL_SPECULATOR: Final = f"{GROUP}/speculator"
+# On canary vLLM pods (a retrained draft on trial): scraped apart from the stable pods.
+LABEL_TRACK: Final = f"{GROUP}/track"
+TRACK_CANARY: Final = "canary"
 PART_OF: Final = "speculators"
 APP_TRAINING: Final = "speculator-training"
 APP_SPECULATOR: Final = "speculator"
@@ -39,6 +42,10 @@ ANNOTATION_STEP: Final = f"{GROUP}/step"
 ANNOTATION_SPECULATIVE: Final = f"{GROUP}/speculative"
 # Set (to any new value) on a SpeculatorTraining to re-run its failed step without touching spec (GitOps).
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+# On vLLM Deployments: the draft URI they serve.
+ANNOTATION_DRAFT: Final = f"{GROUP}/draft"
+# On a retrain SpeculatorTraining: the draft it was started to replace.
+ANNOTATION_RETRAIN_OF: Final = f"{GROUP}/retrain-of"
 
 # Job controller's labels/annotations we read.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
@@ -47,6 +54,7 @@ JOB_COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-ind
 # Paths inside pods.
 WORKSPACE_MOUNT: Final = "/workspace"
 MODELS_MOUNT: Final = "/models"
+CAPTURE_MOUNT: Final = "/capture"
 SCRATCH_MOUNT: Final = "/scratch"
 PVC_MOUNT_ROOT: Final = "/mnt/pvc"
 TERMINATION_LOG: Final = "/dev/termination-log"

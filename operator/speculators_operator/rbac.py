@@ -28,6 +28,12 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
     ),
     (
         [c.GROUP],
+        [c.TRAINING_PLURAL],
+        ["create"],
+        "create a Speculator's retrain, SpeculatorTraining <name>-r<N> (spec.retrain)",
+    ),
+    (
+        [c.GROUP],
         [f"{c.TRAINING_PLURAL}/status", f"{c.SPECULATOR_PLURAL}/status"],
         ["get", "patch", "update"],
         "write status through the status subresource",
@@ -56,7 +62,12 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["get", "create", "patch"],
         "the Speculator's Service and the headless training Service",
     ),
-    (["apps"], ["deployments"], ["delete"], "the vLLM Deployment of a Speculator switched to backend kserve"),
+    (
+        ["apps"],
+        ["deployments"],
+        ["delete"],
+        "the vLLM Deployment of a Speculator switched to backend kserve; a canary once decided",
+    ),
     ([""], ["services"], ["delete"], "the Service of a Speculator switched to backend kserve"),
     (
         ["serving.kserve.io"],

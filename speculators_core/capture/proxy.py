@@ -12,7 +12,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from speculators_core.capture.records import CAPTURED_PATHS, Sampler, messages_of, record_line
+from speculators_core.capture.records import (
+    CAPTURED_PATHS,
+    NO_CAPTURE_HEADER,
+    Sampler,
+    messages_of,
+    record_line,
+)
 from speculators_core.capture.writer import CaptureWriter
 
 log = logging.getLogger(__name__)
@@ -160,7 +166,12 @@ class CaptureProxy:
                     await client_w.drain()
                     continue
                 path = target.split("?", 1)[0]
-                sample = method == "POST" and path in CAPTURED_PATHS and self.sampler.keep()
+                sample = (
+                    method == "POST"
+                    and path in CAPTURED_PATHS
+                    and req.headers.get(NO_CAPTURE_HEADER.lower(), "").lower() != "off"
+                    and self.sampler.keep()
+                )
                 if up is None:
                     try:
                         up = await asyncio.open_connection(*self.upstream)

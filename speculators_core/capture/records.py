@@ -7,6 +7,8 @@ import random
 from typing import Any
 
 CAPTURED_PATHS = ("/v1/chat/completions",)
+# A request with this header set to "off" passes through uncaptured (prepare-data's regeneration sends it).
+NO_CAPTURE_HEADER = "X-Speculators-Capture"
 _KEPT_KEYS = ("role", "content")
 
 

@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from speculators_core.capture.records import NO_CAPTURE_HEADER
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -60,7 +62,8 @@ class EndpointGenerator:
 
     def _request(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
+        # Regeneration through a Speculator's capture proxy must not be captured as live traffic.
+        headers = {"Content-Type": "application/json", NO_CAPTURE_HEADER: "off"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         last: Exception | None = None

@@ -189,10 +189,8 @@ def test_service_and_url():
     assert svc["metadata"]["labels"]["app.kubernetes.io/component"] == "service"
     assert svc["spec"] == {
         "type": "LoadBalancer",
-        "selector": {
-            "app.kubernetes.io/instance": "llama-spd-vllm",
-            "speculators.ai/speculator": "llama-spd",
-        },
+        # Stable and canary pods alike (a canary takes its share of the traffic).
+        "selector": {"speculators.ai/speculator": "llama-spd", "app.kubernetes.io/component": "vllm"},
         "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
     }
     assert service_url(ctx) == "http://llama-spd.ns.svc:80"

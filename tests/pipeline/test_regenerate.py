@@ -226,9 +226,16 @@ def test_captured_traffic_becomes_training_data_on_the_verifiers_answers(stack, 
             )
             with urllib.request.urlopen(req, timeout=60) as resp:
                 assert json.loads(resp.read())["choices"][0]["message"]["content"] is not None
+        # The regeneration client's own requests through the proxy are not captured.
+        from speculators_core.data.regenerate import EndpointGenerator
+
+        EndpointGenerator(f"http://127.0.0.1:{proxy_port}", model="tiny-verifier", max_tokens=4).generate(
+            [[{"role": "user", "content": "not live traffic"}]]
+        )
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join()
         writer.close()
+        assert "not live traffic" not in "".join(p.read_text() for p in (tmp_path / "traffic").iterdir())
         files = sorted(p.name for p in (tmp_path / "traffic").iterdir())
         assert files == ["pod-a.00000000.jsonl", "pod-a.00000001.jsonl"]  # rotated at 3, finished at close
         _StandIn.requests = 0

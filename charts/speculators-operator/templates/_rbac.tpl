@@ -19,6 +19,10 @@
 - apiGroups: [speculators.ai]
   resources: [speculators]
   verbs: [create]
+# create a Speculator's retrain, SpeculatorTraining <name>-r<N> (spec.retrain)
+- apiGroups: [speculators.ai]
+  resources: [speculatortrainings]
+  verbs: [create]
 # write status through the status subresource
 - apiGroups: [speculators.ai]
   resources: [speculatortrainings/status, speculators/status]
@@ -39,7 +43,7 @@
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, patch]
-# the vLLM Deployment of a Speculator switched to backend kserve
+# the vLLM Deployment of a Speculator switched to backend kserve; a canary once decided
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [delete]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from annotated_types import Ge, Le, MaxLen
 from pydantic import Field
 
-from speculators_operator.api import vllm_args
 from speculators_operator.api.base import (
     DNS1035_LABEL,
-    DNS1123_SUBDOMAIN,
     K8sModel,
     Quantity,
     cel,
@@ -18,20 +15,9 @@ from speculators_operator.api.base import (
     rule,
     secret_name_field,
 )
-from speculators_operator.api.common import (
-    SOURCE_URI_RULE,
-    URI_MAX,
-    Condition,
-    EnvVar,
-    ModelSource,
-    PodMetadata,
-    PodSecurityOverrides,
-    ResourceRequirements,
-    Scheduling,
-    SecretRef,
-)
-
-Method = Literal["eagle3", "eagle", "peagle", "dflash", "dspark"]
+from speculators_operator.api.common import SOURCE_URI_RULE, URI_MAX, Condition, ModelSource, SecretRef
+from speculators_operator.api.serving import ServingSpec
+from speculators_operator.api.training import TrainingTemplateSpec
 
 
 class TrainingRef(K8sModel):
@@ -75,273 +61,202 @@ class DraftSource(K8sModel):
     )
 
 
-class VllmSpec(K8sModel):
-    """How vLLM runs: `vllm serve <verifier> --speculative-config '{...}'` plus these settings."""
-
-    image: str | None = Field(
-        default=None,
-        description="vLLM image (default: the operator's pinned vllm/vllm-openai).",
-        max_length=512,
-    )
-    extra_args: list[Annotated[str, MaxLen(512)]] = Field(
-        default_factory=list,
-        description='Extra `vllm serve` arguments after the rendered ones, e.g. ["--enable-prefix-caching"].',
-        max_length=64,
-        json_schema_extra={"x-kubernetes-validations": vllm_args.cel_rules()},
-    )
-    env: list[EnvVar] = Field(
-        default_factory=list,
-        description=(
-            "Extra environment variables of the vLLM container, a list as in a Pod: "
-            "[{name: VLLM_LOGGING_LEVEL, value: DEBUG}, "
-            "{name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: token}}}]."
-        ),
-        max_length=64,
-    )
-    tensor_parallel_size: int = Field(
-        default=1,
-        description="GPUs per replica for tensor parallelism (--tensor-parallel-size).",
-        ge=1,
-        le=64,
-    )
-    max_model_len: int | None = Field(
-        default=None, description="Maximum context length (--max-model-len).", ge=1, le=16777216
-    )
-    gpu_memory_utilization: float | None = Field(
-        default=None,
-        description="Fraction of GPU memory vLLM may use (--gpu-memory-utilization).",
-        gt=0,
-        le=1,
-    )
-    port: int = Field(
-        default=8000, description="Container port of the OpenAI API and /metrics.", ge=1024, le=65535
-    )
-    served_model_name: str | None = Field(
-        default=None,
-        description="Model name clients send (default: the verifier's hub id, else the Speculator's name).",
-        max_length=256,
-    )
-
-
-class ServiceSpec(K8sModel):
-    """The Service in front of the vLLM pods."""
-
-    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
-        default="ClusterIP", description="Service type."
-    )
-    port: int = Field(default=8000, description="Service port.", ge=1, le=65535)
-    annotations: dict[str, str] | None = Field(default=None, description="Annotations of the Service.")
-
-
-class CacheSpec(K8sModel):
-    """Where the init container downloads verifier and draft (/models). Default: an emptyDir per pod."""
+class CaptureClaim(K8sModel):
+    """Where captured traffic is kept: a PVC the operator creates (<name>-traffic), or an existing claim."""
 
     __cel__ = (
         rule(
-            "!has(self.claimName) || (!has(self.size) && !has(self.storageClassName))",
-            "size and storageClassName apply to a cache claim the operator creates; remove them or claimName",
+            "!has(self.claimName) || !has(self.storageClassName)",
+            "traffic.capture.pvc.storageClassName applies to a claim the operator creates; remove it or "
+            "claimName",
         ),
     )
 
-    size: Quantity | None = Field(
+    claim_name: str | None = Field(
         default=None,
-        description="Create PVC <name>-cache of this size (ReadWriteMany when replicas > 1).",
+        description="Use this existing PVC (files go to <speculator name>/ inside it).",
+        max_length=253,
+    )
+    size: Quantity = Field(
+        default="10Gi",
+        description="Size of the created claim (ignored with claimName).",
         json_schema_extra=cel(
             rule(
                 "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
-                "cache.size must be a positive quantity such as 200Gi",
+                "traffic.capture.pvc.size must be a positive quantity such as 10Gi",
             )
         ),
-    )
-    claim_name: str | None = Field(
-        default=None, description="Use this existing PVC as the model cache.", max_length=253
     )
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the created cache claim.", max_length=253
+        default=None, description="StorageClass of the created claim.", max_length=253
     )
-
-
-class MetricsSpec(K8sModel):
-    """Live acceptance metrics, scraped from vLLM's /metrics or read from Prometheus."""
-
-    __cel__ = (
-        rule(
-            "self.source != 'prometheus' || has(self.prometheusUrl)",
-            "metrics.source prometheus needs metrics.prometheusUrl",
-        ),
-        rule(
-            "self.windowSeconds >= self.intervalSeconds",
-            "metrics.windowSeconds must be at least metrics.intervalSeconds",
-        ),
-    )
-
-    enabled: bool = Field(default=True, description="Scrape acceptance metrics into status.acceptance.")
-    interval_seconds: int = Field(default=30, description="Seconds between scrapes.", ge=2, le=3600)
-    window_seconds: int = Field(
-        default=300, description="Sliding window the acceptance numbers cover, in seconds.", ge=2, le=86400
-    )
-    source: Literal["pods", "prometheus"] = Field(
-        default="pods",
-        description="pods: scrape each ready vLLM pod; prometheus: query prometheusUrl (large fleets).",
-    )
-    prometheus_url: str | None = Field(
-        default=None,
-        description="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090.",
-        max_length=1024,
-        json_schema_extra=cel(rule("self.matches(r'^https?://.+')", "prometheusUrl must be an http(s) URL")),
-    )
-
-
-class RouteSpec(K8sModel):
-    """An OpenShift Route to the Speculator (edge TLS); only on clusters that serve route.openshift.io."""
-
-    enabled: bool = Field(
-        default=False, description="Create Route <name>; status.url becomes its admitted host."
-    )
-    host: str | None = Field(
-        default=None,
-        description="Host of the Route (default: the router's generated host; needs routes/custom-host).",
-        max_length=253,
-        json_schema_extra=cel(
-            rule(
-                f"self.matches({re2(DNS1123_SUBDOMAIN)})",
-                "host must be a DNS name (lowercase DNS-1123 subdomain)",
-            )
-        ),
-    )
-
-
-class TuningSpec(K8sModel):
-    """Automatic k: the operator picks numSpeculativeTokens from live acceptance and step times."""
-
-    __cel__ = (
-        rule("self.min <= self.max", "tuning.min must not exceed tuning.max"),
-        rule(
-            "!has(self.loadBuckets) || self.loadBuckets.isSorted()",
-            "tuning.loadBuckets must be ascending batch sizes, e.g. [4, 16, 64]",
-        ),
-    )
-
-    mode: Literal["fixed", "auto"] = Field(
-        default="fixed",
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany",
         description=(
-            "fixed: serve numSpeculativeTokens (or the draft's k); auto: choose k from the live per-position "
-            "acceptance and vLLM's step times, starting from numSpeculativeTokens, the training's evaluation "
-            "or the draft's config. The chosen k is in status.draft.numSpeculativeTokens; spec is never "
-            "written."
+            "Access mode of the created claim: every vLLM pod writes to it and the retrain's prepare Job "
+            "reads it, so ReadWriteMany unless they all share one node."
         ),
     )
-    min: int = Field(default=1, description="Smallest k auto may choose.", ge=1, le=16)
-    max: int = Field(default=8, description="Largest k auto may choose.", ge=1, le=16)
-    min_gain: float = Field(
-        default=5.0,
-        description="Change k only for at least this expected gain in tokens/s, in percent (hysteresis).",
-        ge=0,
-        le=100,
-    )
-    cooldown_seconds: int = Field(
-        default=600,
-        description="Seconds after a change before k may change again (each change rolls the pods).",
-        ge=10,
-        le=604800,
-    )
-    min_drafts: int = Field(
-        default=500,
-        description="Drafts the window must hold at the served k before k is judged.",
+
+
+class CaptureSpec(K8sModel):
+    """A capturing proxy in each vLLM pod keeps sampled chat requests (messages only) as JSONL."""
+
+    enabled: bool = Field(default=False, description="Run the capture proxy in front of vLLM.")
+    sample_rate: float = Field(default=0.1, description="Fraction of chat requests kept (0-1).", ge=0, le=1)
+    max_records: int = Field(
+        default=100000,
+        description="Records each pod keeps in finished files; the oldest files go first.",
         ge=1,
         le=100000000,
     )
-    load_buckets: list[Annotated[int, Ge(1), Le(65536)]] = Field(
-        default_factory=list,
-        description=(
-            "Upper ends of running-batch-size buckets, e.g. [4, 16, 64] for 1-4, 5-16, 17-64 and 65+. With "
-            "mode auto a k is chosen per bucket (0 turns speculation off where it does not pay) and served "
-            "as vLLM's num_speculative_tokens_per_batch_size."
-        ),
-        max_length=8,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+    records_per_file: int = Field(
+        default=1000, description="Records per file before it is finished and renamed.", ge=1, le=1000000
     )
-    draft_cost_ratio: float | None = Field(
-        default=None,
-        description=(
-            "Cost of a draft pass relative to a verifier step, before step times at two k have measured it "
-            "(default: the training's evaluation, else 0.05)."
-        ),
-        gt=0,
-        le=2,
+    port: int = Field(
+        default=8100,
+        description="Container port of the proxy (the Service targets it; vLLM keeps vllm.port).",
+        ge=1024,
+        le=65535,
     )
+    pvc: CaptureClaim = Field(default_factory=CaptureClaim, description="Where the files are kept.")
 
 
-class ServingSpec(K8sModel):
-    """Everything about serving but the verifier and draft (shared with SpeculatorTraining.spec.deploy)."""
+class TrafficSpec(K8sModel):
+    """Live traffic: what is kept of it."""
+
+    capture: CaptureSpec = Field(default_factory=CaptureSpec, description="Traffic capture.")
+
+
+class DriftSpec(K8sModel):
+    """When the served draft has drifted: live acceptance below a bar for a while."""
 
     __cel__ = (
         rule(
-            "!has(self.numSpeculativeTokens) || !has(self.tuning) || self.tuning.mode != 'auto' || "
-            "(self.numSpeculativeTokens >= self.tuning.min && self.numSpeculativeTokens <= self.tuning.max)",
-            "with tuning.mode auto, numSpeculativeTokens is the k to start from and must lie within "
-            "tuning.min..tuning.max",
-            field_path=".numSpeculativeTokens",
+            "has(self.meanAcceptanceLengthBelow) != has(self.dropFraction)",
+            "retrain.when needs exactly one of meanAcceptanceLengthBelow (absolute, e.g. 2.2) or "
+            "dropFraction (relative to the baseline, e.g. 0.15)",
         ),
     )
 
-    method: Method | None = Field(
+    mean_acceptance_length_below: float | None = Field(
         default=None,
-        description="Speculative method passed to vLLM (default: read from the draft's config).",
-    )
-    num_speculative_tokens: int | None = Field(
-        default=None,
-        description=(
-            "Draft tokens proposed per step, k (default: read from the draft's config); with tuning.mode "
-            "auto, the k to start from."
-        ),
+        description="Drifted when the live mean acceptance length is below this (tokens per step).",
         ge=1,
-        le=16,
+        le=17,
     )
-    tuning: TuningSpec = Field(default_factory=TuningSpec, description="Automatic choice of k.")
-    backend: Literal["deployment", "kserve"] = Field(
-        default="deployment",
+    drop_fraction: float | None = Field(
+        default=None,
         description=(
-            "deployment: a Deployment + Service; kserve: a KServe ServingRuntime + InferenceService "
-            "(deployment mode Standard; listed in the OpenShift AI dashboard)."
+            "Drifted when the live mean acceptance length is this fraction below the baseline measured "
+            "once the draft was promoted (compared at the same k)."
+        ),
+        gt=0,
+        lt=1,
+    )
+    for_seconds: int = Field(
+        default=600, description="How long it must stay below before a retrain.", ge=0, le=604800
+    )
+    min_drafts: int = Field(
+        default=500,
+        description="Drafts the live window needs before it is judged (or taken as the baseline).",
+        ge=1,
+        le=100000000,
+    )
+
+
+class RetrainSpec(K8sModel):
+    """Retrain the draft when live acceptance drifts: a SpeculatorTraining <name>-r<N> from the template."""
+
+    when: DriftSpec = Field(description="What counts as drift.")
+    cooldown_seconds: int = Field(
+        default=86400,
+        description="Seconds after a retrain started before another may start (doubled per failure).",
+        ge=60,
+        le=31536000,
+    )
+    template: TrainingTemplateSpec = Field(
+        default_factory=TrainingTemplateSpec,
+        description=(
+            "The retrain's SpeculatorTraining spec, without verifier (the Speculator's). Without data it "
+            "trains on the captured traffic, answered again by this Speculator's verifier."
         ),
     )
-    vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings.")
-    replicas: int = Field(
-        default=1, description="Number of vLLM replicas (scale subresource).", ge=0, le=1024
+
+
+class CanarySpec(K8sModel):
+    """How a retrained draft is tried: a second Deployment behind the same Service, compared live."""
+
+    __cel__ = (
+        rule(
+            "self.timeoutSeconds >= self.windowSeconds",
+            "canary.timeoutSeconds must be at least canary.windowSeconds",
+        ),
     )
-    resources: ResourceRequirements | None = Field(
+
+    replicas: int = Field(default=1, description="Canary pods (in addition to spec.replicas).", ge=1, le=1024)
+    fraction: float | None = Field(
         default=None,
-        description="vLLM container resources (default: nvidia.com/gpu limit = vllm.tensorParallelSize).",
+        description="Instead of replicas: this fraction of spec.replicas, rounded up (e.g. 0.25).",
+        gt=0,
+        le=1,
     )
-    scheduling: Scheduling | None = Field(
-        default=None, description="Node selection and priority of the pods."
+    window_seconds: int = Field(
+        default=900, description="Seconds the canary serves before it is judged.", ge=10, le=604800
     )
-    service: ServiceSpec = Field(
-        default_factory=ServiceSpec, description="The Service in front of vLLM (backend deployment)."
+    min_drafts: int = Field(
+        default=1000,
+        description="Drafts both the canary and the stable pods need in the window, so noise cannot decide.",
+        ge=1,
+        le=100000000,
     )
-    route: RouteSpec = Field(
-        default_factory=RouteSpec, description="An OpenShift Route (route.openshift.io)."
+    min_gain: float = Field(
+        default=0.0,
+        description="Promote only if the canary's mean acceptance length beats the stable's by this percent.",
+        ge=0,
+        le=100,
     )
-    cache: CacheSpec = Field(default_factory=CacheSpec, description="Model cache volume mounted at /models.")
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Acceptance metrics in status.")
-    startup_timeout_seconds: int = Field(
-        default=1800,
-        description="How long vLLM may take to load the models before the startup probe restarts it.",
-        ge=60,
-        le=86400,
-    )
-    pod_metadata: PodMetadata | None = Field(default=None, description="Labels and annotations for the pods.")
-    security_context: PodSecurityOverrides | None = Field(
-        default=None, description="Fixed UID/GID, only for root-based images on vanilla clusters."
+    timeout_seconds: int = Field(
+        default=7200,
+        description="Roll back if the canary has not gathered minDrafts by then.",
+        ge=10,
+        le=604800,
     )
 
 
 class SpeculatorSpec(ServingSpec):
     """Desired state of a Speculator."""
 
+    __cel__ = (
+        *ServingSpec.__cel__,
+        rule(
+            "!has(self.retrain) || has(self.retrain.template.data) || self.traffic.capture.enabled",
+            "retrain trains on retrain.template.data or on the captured traffic: set one of them "
+            "(traffic.capture.enabled: true)",
+            field_path=".retrain",
+        ),
+        rule(
+            "self.backend == 'deployment' || (!self.traffic.capture.enabled && !has(self.retrain))",
+            "traffic.capture and retrain need backend deployment (the canary is a second Deployment "
+            "behind the same Service)",
+            field_path=".backend",
+        ),
+        rule(
+            "!self.traffic.capture.enabled || self.traffic.capture.port != self.vllm.port",
+            "traffic.capture.port must differ from vllm.port (the proxy and vLLM share the pod)",
+            field_path=".traffic.capture.port",
+        ),
+    )
+
     verifier: ModelSource = Field(description="The verifier (target) model vLLM serves.")
     draft: DraftSource = Field(description="The draft (speculator) model: a source URI or a trainingRef.")
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="Live traffic capture.")
+    retrain: RetrainSpec | None = Field(
+        default=None, description="Retrain the draft on recent traffic when live acceptance drifts."
+    )
+    canary: CanarySpec = Field(
+        default_factory=CanarySpec, description="How a retrained draft is tried before it is promoted."
+    )
 
 
 class DraftStatus(K8sModel):
@@ -353,6 +268,14 @@ class DraftStatus(K8sModel):
     revision: str | None = Field(default=None, description="Hub revision, when set.")
     method: str | None = Field(default=None, description="Speculative method passed to vLLM.")
     num_speculative_tokens: int | None = Field(default=None, description="k passed to vLLM.")
+    training: str | None = Field(
+        default=None, description="The retrain (SpeculatorTraining) whose draft this is, once promoted."
+    )
+    promoted_at: str | None = Field(
+        default=None,
+        description="When the canary promoted it.",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class Acceptance(K8sModel):
@@ -431,6 +354,102 @@ class TuningStatus(K8sModel):
     )
 
 
+class AcceptanceMeasure(K8sModel):
+    """Live acceptance at one moment: what drift and the canary are judged on."""
+
+    mean_acceptance_length: float | None = Field(default=None, description="Mean acceptance length.")
+    per_position: list[float] = Field(default_factory=list, description="Acceptance rate per position.")
+    num_speculative_tokens: int | None = Field(default=None, description="k it was measured at.")
+    drafts: int = Field(default=0, description="Drafts in the window.")
+    uri: str | None = Field(default=None, description="The draft measured.")
+    time: str | None = Field(
+        default=None, description="When it was measured.", json_schema_extra={"format": "date-time"}
+    )
+
+
+class RetrainResult(K8sModel):
+    """How the last retrain ended."""
+
+    training: str = Field(description="The SpeculatorTraining.")
+    result: str = Field(
+        description="Promoted, RolledBack, NotPromoted, TrainingFailed, TrainingDeleted or Superseded."
+    )
+    message: str = Field(default="", description="The numbers behind it.")
+    time: str | None = Field(
+        default=None, description="When it ended.", json_schema_extra={"format": "date-time"}
+    )
+
+
+class RetrainStatus(K8sModel):
+    """The drift -> retrain -> canary loop (spec.retrain)."""
+
+    baseline: AcceptanceMeasure | None = Field(
+        default=None, description="Acceptance of the served draft once it was promoted (dropFraction's base)."
+    )
+    served_uri: str | None = Field(default=None, description="The draft servedSince is about.")
+    served_since: str | None = Field(
+        default=None,
+        description="Since when the stable pods serve status.draft (the baseline waits a window after it).",
+        json_schema_extra={"format": "date-time"},
+    )
+    promoted: DraftStatus | None = Field(
+        default=None,
+        description="The retrained draft a canary promoted: the stable pods serve it instead of spec.draft.",
+    )
+    spec_draft: str | None = Field(
+        default=None,
+        description="The spec.draft the promoted draft replaced: a new spec.draft is served again.",
+    )
+    replaced: DraftStatus | None = Field(
+        default=None, description="spec.draft as it was resolved when the promoted draft replaced it."
+    )
+    below_since: str | None = Field(
+        default=None,
+        description="Since when live acceptance is below the bar (retrain.when.forSeconds counts from it).",
+        json_schema_extra={"format": "date-time"},
+    )
+    count: int = Field(default=0, description="Retrains started so far (N of the last <name>-r<N>).")
+    active: str | None = Field(default=None, description="The retrain training running now.")
+    trigger: AcceptanceMeasure | None = Field(
+        default=None, description="The live window that triggered the last retrain."
+    )
+    threshold: float | None = Field(default=None, description="The bar it was below.")
+    last_trigger_time: str | None = Field(
+        default=None, description="When the last retrain started.", json_schema_extra={"format": "date-time"}
+    )
+    consecutive_failures: int = Field(default=0, description="Retrains in a row that failed (backoff).")
+    last_result: RetrainResult | None = Field(default=None, description="How the last retrain ended.")
+
+
+class CanaryStatus(K8sModel):
+    """The canary: a retrained draft served by a slice of the fleet, compared with the stable pods."""
+
+    phase: str = Field(description="Starting, Running, Promoting, Promoted or RolledBack.")
+    training: str | None = Field(default=None, description="The retrain training whose draft it is.")
+    draft: DraftStatus | None = Field(default=None, description="The draft the canary serves.")
+    deployment: str | None = Field(default=None, description="The canary Deployment.")
+    replicas: int = Field(default=0, description="Canary pods wanted.")
+    created_time: str | None = Field(
+        default=None,
+        description="When the canary was started (timeoutSeconds counts from it).",
+        json_schema_extra={"format": "date-time"},
+    )
+    ready_replicas: int = Field(default=0, description="Canary pods ready.")
+    start_time: str | None = Field(
+        default=None,
+        description="When all canary pods were ready (the window counts from it).",
+        json_schema_extra={"format": "date-time"},
+    )
+    acceptance: AcceptanceMeasure | None = Field(default=None, description="The canary's live acceptance.")
+    stable: AcceptanceMeasure | None = Field(
+        default=None, description="The stable pods' live acceptance over the same time."
+    )
+    decision: str | None = Field(default=None, description="Why it was promoted or rolled back.")
+    decided_at: str | None = Field(
+        default=None, description="When it was decided.", json_schema_extra={"format": "date-time"}
+    )
+
+
 class SpeculatorStatus(K8sModel):
     """Observed state of a Speculator."""
 
@@ -442,8 +461,8 @@ class SpeculatorStatus(K8sModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable, Tuned, RouteAdmitted and "
-            "Ready (aggregate of the first three)."
+            "TrainingReady, DraftResolved, DeploymentReady, MetricsAvailable, Tuned, Drifted, Retraining, "
+            "CanaryPromoted, RouteAdmitted and Ready (aggregate of the first three)."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -458,6 +477,16 @@ class SpeculatorStatus(K8sModel):
     draft: DraftStatus | None = Field(default=None, description="The draft and settings actually served.")
     acceptance: Acceptance | None = Field(default=None, description="Live acceptance metrics.")
     tuning: TuningStatus | None = Field(default=None, description="Automatic k (spec.tuning.mode auto).")
+    retrain: RetrainStatus | None = Field(default=None, description="Drift and retraining (spec.retrain).")
+    canary: CanaryStatus | None = Field(default=None, description="The last canary of a retrained draft.")
+    previous_drafts: list[DraftStatus] = Field(
+        default_factory=list,
+        description=(
+            "Drafts served before the canary promoted a new one, newest first (at most 5): to roll back, "
+            "set spec.draft.uri to one of them."
+        ),
+        max_length=5,
+    )
 
 
 class Speculator(K8sModel):

@@ -26,7 +26,7 @@ from speculators_operator.api.common import (
     Scheduling,
     SecretRef,
 )
-from speculators_operator.api.speculator import ServingSpec
+from speculators_operator.api.serving import ServingSpec
 
 S3_PREFIX_RULE = rule(
     "self.matches(r'^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$')", "must be s3://bucket/prefix"
@@ -339,32 +339,37 @@ class DeploySpec(ServingSpec):
     )
 
 
-class SpeculatorTrainingSpec(K8sModel):
-    """Desired state of a SpeculatorTraining."""
+EAGLE_SHAPE_RULE = rule(
+    "self.algorithm != 'eagle' || (!has(self.training.draftVocabSize) && self.training.numLayers == 1)",
+    "algorithm eagle (EAGLE-1/HASS) has one decoder layer over the verifier's whole vocabulary: "
+    "remove training.draftVocabSize and set training.numLayers to 1, or use algorithm eagle3",
+    field_path=".algorithm",
+)
+
+
+class TrainingTemplateSpec(K8sModel):
+    """A SpeculatorTraining spec without its verifier: what Speculator.spec.retrain trains from."""
 
     __cel__ = (
         rule(
-            "self.algorithm != 'eagle' || "
-            "(!has(self.training.draftVocabSize) && self.training.numLayers == 1)",
-            "algorithm eagle (EAGLE-1/HASS) has one decoder layer over the verifier's whole vocabulary: "
-            "remove training.draftVocabSize and set training.numLayers to 1, or use algorithm eagle3",
+            "self.algorithm == 'eagle3'",
+            "retrain.template.algorithm must be eagle3: the retrained draft is served by vLLM",
             field_path=".algorithm",
-        ),
-        rule(
-            "self.algorithm != 'eagle' || !has(self.deploy)",
-            "deploy needs algorithm eagle3: vLLM 0.33 cannot serve the legacy EAGLE-1/HASS format that "
-            "algorithm eagle writes (its draft is for evaluation and comparison)",
-            field_path=".deploy",
         ),
     )
 
-    verifier: ModelSource = Field(description="The verifier (target) model the draft learns to predict.")
     algorithm: Literal["eagle3", "eagle"] = Field(
         default="eagle3",
         description="Draft architecture: eagle3 (EAGLE-3, train-time test), or eagle (EAGLE-1 format with "
         "HASS's fusion bias and context alignment; one layer, the verifier's vocabulary).",
     )
-    data: DataSpec = Field(description="Training data.")
+    data: DataSpec | None = Field(
+        default=None,
+        description=(
+            "Training data (default for a retrain: the Speculator's captured traffic, answered again by its "
+            "own verifier: regenerateResponses against its Service)."
+        ),
+    )
     datagen: DatagenSpec = Field(
         default_factory=DatagenSpec, description="Hidden-state generation (offline mode)."
     )
@@ -384,8 +389,25 @@ class SpeculatorTrainingSpec(K8sModel):
     )
     promotion: PromotionSpec = Field(
         default_factory=PromotionSpec,
-        description="The gate a trained draft must pass before spec.deploy serves it.",
+        description="The gate a trained draft must pass before it is served.",
     )
+
+
+class SpeculatorTrainingSpec(TrainingTemplateSpec):
+    """Desired state of a SpeculatorTraining."""
+
+    __cel__ = (
+        EAGLE_SHAPE_RULE,
+        rule(
+            "self.algorithm != 'eagle' || !has(self.deploy)",
+            "deploy needs algorithm eagle3: vLLM 0.33 cannot serve the legacy EAGLE-1/HASS format that "
+            "algorithm eagle writes (its draft is for evaluation and comparison)",
+            field_path=".deploy",
+        ),
+    )
+
+    verifier: ModelSource = Field(description="The verifier (target) model the draft learns to predict.")
+    data: DataSpec = Field(description="Training data.")  # type: ignore[assignment]
     deploy: DeploySpec | None = Field(
         default=None,
         description="Create or update a Speculator serving the trained draft once it passes spec.promotion.",

@@ -116,8 +116,12 @@ async def training_event(
         ctx.runner.forget((c.TRAINING_KIND, namespace, name))
     else:
         ctx.registry.upsert(c.TRAINING_KIND, dict(body))
-    # A training's status drives the Speculators that reference it.
-    for speculator in ctx.registry.speculators_of_training(namespace, name):
+    # A training's status drives the Speculators that reference it, and the one whose retrain it is.
+    speculators = set(ctx.registry.speculators_of_training(namespace, name))
+    retrain_of = ((body.get("metadata") or {}).get("labels") or {}).get(c.LABEL_SPECULATOR)
+    if retrain_of:
+        speculators.add(retrain_of)
+    for speculator in speculators:
         ctx.runner.trigger((c.SPECULATOR_KIND, namespace, speculator))
 
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from speculators_operator import constants as c
 from speculators_operator import opmetrics
-from speculators_operator.api.speculator import MetricsSpec
+from speculators_operator.api.serving import MetricsSpec
 from speculators_operator.handlers.peering import PeeringGate
 from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.kube import Kube
 from speculators_operator.metrics import prometheus, scraper
-from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render.kserve import workload_name
 from speculators_operator.render.speculator import SpeculatorContext
 
@@ -85,6 +85,7 @@ class MetricsLoop:
         for key in set(self._due) - seen:
             self._due.pop(key, None)
             self.store.forget(key)
+            self.store.forget(canary_key(key))
 
     async def _scrape(self, key: tuple[str, str], body: dict[str, Any], spec: MetricsSpec) -> None:
         ns, name = key
@@ -110,10 +111,21 @@ class MetricsLoop:
                         c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
                     },
                 )
-                targets = scraper.targets(pods, ctx.spec.vllm.port)
-                results = await scraper.scrape(targets, model_name=None)
+                # Canary pods (a retrained draft on trial) get a window of their own.
+                canary = [p for p in pods if (p["metadata"].get("labels") or {}).get(c.LABEL_TRACK)]
+                stable = [p for p in pods if p not in canary]
                 buckets = tuple(ctx.spec.tuning.load_buckets)
-                state = self.store.record_scrape(key, spec.window_seconds, results, time.time(), buckets)
+                all_targets = scraper.targets(stable, ctx.spec.vllm.port)
+                canary_targets = scraper.targets(canary, ctx.spec.vllm.port)
+                results = await scraper.scrape([*all_targets, *canary_targets], model_name=None)
+                stamp = time.time()
+                state = self.store.record_scrape(
+                    key, spec.window_seconds, results[: len(all_targets)], stamp, buckets
+                )
+                if canary or self.store.get(canary_key(key)) is not None:
+                    self.store.record_scrape(
+                        canary_key(key), spec.window_seconds, results[len(all_targets) :], stamp
+                    )
             if state.errors:
                 opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
                 log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))

@@ -13,7 +13,7 @@ from typing import Any
 from speculators_operator import constants as c
 from speculators_operator import opmetrics
 from speculators_operator.kube import Kube, KubeError
-from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render import training as render_training
 from speculators_operator.render.common import Images
 from speculators_operator.status.conditions import Cond, merge, now_iso
@@ -135,6 +135,17 @@ class Reconciler:
                 observed.pods.setdefault(job_name, []).append(pod)
         if not ((body.get("spec") or {}).get("output") or {}).get("pvc", {}).get("claimName"):
             observed.workspace = self.kube.get("PersistentVolumeClaim", ns, f"{name}-workspace")
+        owner = _controller(body, c.SPECULATOR_KIND)
+        if owner is not None:
+            # A retrain: the gate compares with what its Speculator serves now.
+            speculator = self.kube.get(c.SPECULATOR_KIND, ns, owner)
+            if speculator is not None and _owned_by(body, speculator):
+                observed.retrain_of = speculator
+                served = ((speculator.get("status") or {}).get("draft") or {}).get("training") or (
+                    ((speculator.get("spec") or {}).get("draft") or {}).get("trainingRef") or {}
+                ).get("name")
+                if served and served != name:
+                    observed.target_training = self.kube.get(c.TRAINING_KIND, ns, served)
         deploy = (body.get("spec") or {}).get("deploy")
         if deploy is not None:
             target = self.kube.get(c.SPECULATOR_KIND, ns, deploy.get("name") or name)
@@ -177,6 +188,15 @@ class Reconciler:
             observed.resolve_pods = self.kube.list("Pod", ns, {c.JOB_NAME_LABEL: f"{name}-resolve"})
         dep = self.kube.get("Deployment", ns, f"{name}-vllm")
         observed.deployment = dep if _owned_by(dep, body) else None
+        canary = self.kube.get("Deployment", ns, f"{name}-vllm-canary")
+        observed.canary = canary if _owned_by(canary, body) else None
+        if spec.get("retrain") or (body.get("status") or {}).get("retrain"):
+            for training in self.kube.list(c.TRAINING_KIND, ns, {c.LABEL_SPECULATOR: name}):
+                if _owned_by(training, body):
+                    observed.retrains[training["metadata"]["name"]] = training
+        capture = (spec.get("traffic") or {}).get("capture") or {}
+        if capture.get("enabled") and not (capture.get("pvc") or {}).get("claimName"):
+            observed.capture_pvc = self.kube.get("PersistentVolumeClaim", ns, f"{name}-traffic")
         svc = self.kube.get("Service", ns, name)
         observed.service = svc if _owned_by(svc, body) else None
         # backend kserve, or what is left of it after a switch back (discovery first: no KServe, no get)
@@ -199,6 +219,7 @@ class Reconciler:
             {c.LABEL_SPECULATOR: name, c.LABEL_COMPONENT: "vllm", c.LABEL_MANAGED_BY: c.OPERATOR_NAME},
         )
         observed.acceptance = self.store.get((ns, name))
+        observed.canary_acceptance = self.store.get(canary_key((ns, name)))
         return observed
 
     def reconcile_speculator(self, namespace: str, name: str) -> None:

@@ -16,6 +16,13 @@ from speculators_operator.metrics.scraper import ScrapeResult
 from speculators_operator.metrics.window import AcceptanceWindow
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+def canary_key(key: Key) -> Key:
+    """Where the canary pods' window is kept ('/' never occurs in a name)."""
+    return (key[0], f"{key[1]}/canary")
+
+
 MeasureKey = tuple[int, int]  # (load bucket index, k)
 
 

@@ -35,6 +35,29 @@ class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
         return f"{self.name}-vllm"
 
     @property
+    def canary_name(self) -> str:
+        return f"{self.name}-vllm-canary"
+
+    @property
+    def capture_claim(self) -> str | None:
+        capture = self.spec.traffic.capture
+        if not capture.enabled:
+            return None
+        return capture.pvc.claim_name or f"{self.name}-traffic"
+
+    @property
+    def capture_uri(self) -> str | None:
+        """Where the captured traffic lies, as a dataset URI (a directory of JSONL files)."""
+        claim = self.capture_claim
+        return f"pvc://{claim}/{self.name}" if claim else None
+
+    def canary_replicas(self) -> int:
+        canary = self.spec.canary
+        if canary.fraction is not None:
+            return max(1, math.ceil(canary.fraction * self.spec.replicas))
+        return canary.replicas
+
+    @property
     def vllm_image(self) -> str:
         return self.spec.vllm.image or self.images.vllm
 
@@ -64,6 +87,11 @@ def pod_selector(ctx: SpeculatorContext) -> dict[str, str]:
     return {c.LABEL_INSTANCE: ctx.deployment_name, c.LABEL_SPECULATOR: ctx.name}
 
 
+def service_selector(ctx: SpeculatorContext) -> dict[str, str]:
+    """Every vLLM pod of the Speculator, stable and canary: the canary takes its share of the traffic."""
+    return {c.LABEL_SPECULATOR: ctx.name, c.LABEL_COMPONENT: "vllm"}
+
+
 def selector_string(ctx: SpeculatorContext) -> str:
     return ",".join(f"{k}={v}" for k, v in pod_selector(ctx).items())
 
@@ -71,6 +99,62 @@ def selector_string(ctx: SpeculatorContext) -> str:
 def service_url(ctx: SpeculatorContext) -> str:
     """Cluster-domain-independent in-cluster URL (resolves through the pod's DNS search path)."""
     return f"http://{ctx.name}.{ctx.namespace}.svc:{ctx.spec.service.port}"
+
+
+def capture_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:
+    """PVC <name>-traffic for the captured traffic, unless the user named an existing claim."""
+    capture = ctx.spec.traffic.capture
+    if not capture.enabled or capture.pvc.claim_name:
+        return None
+    name = f"{ctx.name}-traffic"
+    spec: dict[str, Any] = {
+        "accessModes": [capture.pvc.access_mode],
+        "resources": {"requests": {"storage": capture.pvc.size}},
+    }
+    if capture.pvc.storage_class_name:
+        spec["storageClassName"] = capture.pvc.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "traffic", name)),
+        "spec": spec,
+    }
+
+
+def capture_container(ctx: SpeculatorContext) -> dict[str, Any]:
+    """The capturing proxy in front of vLLM: the Service's port "http" lands here, then on vLLM."""
+    capture = ctx.spec.traffic.capture
+    args = [
+        "--listen",
+        f"0.0.0.0:{capture.port}",
+        "--upstream",
+        f"http://127.0.0.1:{ctx.spec.vllm.port}",
+        "--dir",
+        f"{c.CAPTURE_MOUNT}/{ctx.name}",
+        "--sample-rate",
+        f"{capture.sample_rate:g}",
+        "--max-records",
+        str(capture.max_records),
+        "--records-per-file",
+        str(capture.records_per_file),
+    ]
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    container = r.cli_container(
+        "capture",
+        ctx.images.runtime,
+        "IfNotPresent",
+        "capture-proxy",
+        args,
+        mounts=[{"name": "traffic", "mountPath": c.CAPTURE_MOUNT}],
+        env=[pod_name],
+        resource_spec={"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    )
+    container["ports"] = [{"name": "http", "containerPort": capture.port, "protocol": "TCP"}]
+    container["readinessProbe"] = {
+        "httpGet": {"path": "/capture/healthz", "port": "http"},
+        "periodSeconds": PROBE_PERIOD_SECONDS,
+    }
+    return container
 
 
 def cache_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:
@@ -206,29 +290,32 @@ def vllm_argv(ctx: SpeculatorContext, verifier_path: str, draft_path: str, draft
     )
 
 
-def _probe(path: str, *, failure_threshold: int) -> dict[str, Any]:
+def _probe(path: str, *, failure_threshold: int, port: str = "http") -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": PROBE_PERIOD_SECONDS,
         "timeoutSeconds": 5,
         "failureThreshold": failure_threshold,
     }
 
 
-def vllm_probes(ctx: SpeculatorContext, startup_path: str = "/health") -> dict[str, Any]:
+def vllm_probes(ctx: SpeculatorContext, startup_path: str = "/health", port: str = "http") -> dict[str, Any]:
     """Probes of the vLLM container (both backends). Loading weights can take many minutes: only the
     startup probe may wait that long (spec.startupTimeoutSeconds)."""
     startup_failures = max(1, math.ceil(ctx.spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS))
     return {
-        "startupProbe": _probe(startup_path, failure_threshold=startup_failures),
-        "readinessProbe": _probe("/v1/models", failure_threshold=3),
-        "livenessProbe": _probe("/health", failure_threshold=6),
+        "startupProbe": _probe(startup_path, failure_threshold=startup_failures, port=port),
+        "readinessProbe": _probe("/v1/models", failure_threshold=3, port=port),
+        "livenessProbe": _probe("/health", failure_threshold=6, port=port),
     }
 
 
-def deployment(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+def deployment(ctx: SpeculatorContext, draft: ResolvedDraft, *, canary: bool = False) -> dict[str, Any]:
+    """The vLLM Deployment: the stable one (spec.replicas), or the canary of a retrained draft."""
     spec = ctx.spec
-    name = ctx.deployment_name
+    name = ctx.canary_name if canary else ctx.deployment_name
+    capture = spec.traffic.capture.enabled
+    vllm_port = "vllm" if capture else "http"  # with capture, the proxy holds the Service's port
     parts = r.PodParts()
     models = {"name": "models", "mountPath": c.MODELS_MOUNT}
     parts.add_volume(_models_volume(ctx), models)
@@ -259,32 +346,41 @@ def deployment(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
         "command": argv[:1],
         "args": argv[1:],
         "env": env,
-        "ports": [{"name": "http", "containerPort": spec.vllm.port, "protocol": "TCP"}],
+        "ports": [{"name": vllm_port, "containerPort": spec.vllm.port, "protocol": "TCP"}],
         "resources": r.resources(spec.resources, r.gpu_limits(spec.vllm.tensor_parallel_size)),
-        **vllm_probes(ctx),
+        **vllm_probes(ctx, port=vllm_port),
         "securityContext": r.container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [*r.base_mounts(), *parts.mounts],
     }
+    containers = [container]
+    if capture:
+        containers.append(capture_container(ctx))
+        parts.volumes.append({"name": "traffic", "persistentVolumeClaim": {"claimName": ctx.capture_claim}})
     labels = _labels(ctx, "vllm", name)
+    if canary:
+        labels[c.LABEL_TRACK] = c.TRACK_CANARY
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(spec.vllm.port),
         "prometheus.io/path": "/metrics",
     }
+    selector = {c.LABEL_INSTANCE: name, c.LABEL_SPECULATOR: ctx.name}
+    # Which draft it serves, readable without parsing the pod template (metadata: no rollout).
+    meta_annotations = {c.ANNOTATION_DRAFT: draft.source.uri}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": r.child_metadata(ctx.body, name, labels),
+        "metadata": r.child_metadata(ctx.body, name, labels, meta_annotations),
         "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": pod_selector(ctx)},
+            "replicas": ctx.canary_replicas() if canary else spec.replicas,
+            "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             # Model loading counts against the rollout deadline; give it the startup budget and then some.
             "progressDeadlineSeconds": spec.startup_timeout_seconds + 600,
             "template": {
                 "metadata": r.pod_template_metadata(labels, spec.pod_metadata, annotations),
-                "spec": _pod_spec(ctx, parts, [container], job=False),
+                "spec": _pod_spec(ctx, parts, containers, job=False),
             },
         },
     }
@@ -299,7 +395,7 @@ def service(ctx: SpeculatorContext) -> dict[str, Any]:
         "metadata": metadata,
         "spec": {
             "type": svc.type,
-            "selector": pod_selector(ctx),
+            "selector": service_selector(ctx),
             "ports": [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }

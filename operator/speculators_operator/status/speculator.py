@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from speculators_operator import constants as c
 from speculators_operator.api.common import ModelSource
 from speculators_operator.metrics.acceptance import same_values
 from speculators_operator.metrics.store import AcceptanceState
@@ -17,6 +18,7 @@ from speculators_operator.render import kserve as render_kserve
 from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
 from speculators_operator.status import kserve as kserve_status
+from speculators_operator.status import retrain as loop
 from speculators_operator.status import route as route_status
 from speculators_operator.status import tuning as auto_k
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
@@ -60,6 +62,11 @@ class SpeculatorObserved:
     # spec.route
     routes_served: bool = False  # the cluster serves route.openshift.io Route (discovery)
     route: dict[str, Any] | None = None
+    # spec.traffic and spec.retrain
+    capture_pvc: dict[str, Any] | None = None
+    retrains: dict[str, dict[str, Any]] = field(default_factory=dict)  # SpeculatorTrainings we own, by name
+    canary: dict[str, Any] | None = None  # Deployment <name>-vllm-canary
+    canary_acceptance: AcceptanceState | None = None  # the canary pods' window
 
 
 def _hub_id(uri: str | None) -> str | None:
@@ -119,7 +126,9 @@ def _draft_from_training(
 
 def _resolved_from_status(ctx: render.SpeculatorContext, previous: dict[str, Any]) -> dict[str, Any] | None:
     """A resolution recorded earlier for the same draft (the resolve Job may be gone by TTL)."""
-    draft = previous.get("draft") or {}
+    retrain = previous.get("retrain") or {}
+    # While a promoted retrained draft is served, status.draft is that one; spec.draft's is kept aside.
+    draft = (retrain.get("replaced") if retrain.get("promoted") else None) or previous.get("draft") or {}
     spec_draft = ctx.spec.draft
     if draft.get("uri") != spec_draft.uri or draft.get("revision") != spec_draft.revision:
         return None
@@ -315,6 +324,31 @@ def derive_speculator(
         draft_cond, draft = _resolve(ctx, observed, previous, plan)
     conds.append(draft_cond)
 
+    # The closed loop (spec.retrain): which draft the stable pods serve, and the canary's.
+    outcome: loop.LoopOutcome | None = None
+    if draft is not None:
+        stable_state = observed.acceptance
+        canary_state = observed.canary_acceptance
+        stable_dep = observed.deployment or {}
+        outcome = loop.run_loop(
+            ctx,
+            draft,
+            previous,
+            loop.LoopObserved(
+                trainings=observed.retrains,
+                canary=observed.canary,
+                canary_acceptance=canary_state.summary if canary_state is not None else None,
+                stable_acceptance=stable_state.summary if stable_state is not None else None,
+                stable_uri=(stable_dep.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_DRAFT),
+                stable_ready=_deployment_condition(ctx, observed).status == "True",
+            ),
+            now,
+        )
+        draft = outcome.stable
+        plan.create += outcome.create
+        plan.delete += outcome.delete
+        plan.events += outcome.events
+
     tuning: auto_k.Tuning | None = None
     if draft is not None and spec.tuning.mode == "auto":
         state = observed.acceptance
@@ -366,7 +400,18 @@ def derive_speculator(
                 ctx, observed.inference_service, _pod_failure(observed)
             )
         else:
+            capture = render.capture_pvc(ctx)
+            if capture and observed.capture_pvc is None:
+                plan.create.append(capture)
             plan.apply.append(render.deployment(ctx, draft))
+            if outcome is not None and outcome.canary is not None:
+                # The canary drafts exactly as the stable pods do (k, schedule): only the draft differs.
+                canary = replace(
+                    outcome.canary,
+                    num_speculative_tokens=draft.num_speculative_tokens,
+                    schedule=draft.schedule,
+                )
+                plan.apply.append(render.deployment(ctx, canary, canary=True))
             plan.apply.append(render.service(ctx))
             deploy_cond = _deployment_condition(ctx, observed)
     conds.append(deploy_cond)
@@ -411,6 +456,8 @@ def derive_speculator(
         phase = "Deploying"
     status["phase"] = phase
     extra = [route_cond] if route_cond else []
+    if outcome is not None:
+        extra[:0] = outcome.conditions
     if tuning is not None and tuning.condition is not None:
         extra.insert(0, tuning.condition)
     status["conditions"] = merge(
@@ -435,12 +482,32 @@ def derive_speculator(
         }
         if draft.source.revision:
             status["draft"]["revision"] = draft.source.revision
+        promoted = ((outcome.retrain if outcome else None) or {}).get("promoted") or {}
+        if promoted.get("uri") == draft.source.uri:
+            status["draft"]["training"] = promoted.get("training")
+            status["draft"]["promotedAt"] = promoted.get("promotedAt")
     elif previous.get("draft") and spec.draft.uri is not None:
         status["draft"] = previous["draft"]
     if acceptance is not None:
         status["acceptance"] = acceptance
     if tuning is not None and tuning.status is not None:
         status["tuning"] = tuning.status
+    if outcome is not None:
+        for key, value in (
+            ("retrain", outcome.retrain),
+            ("canary", outcome.canary_status),
+            ("previousDrafts", outcome.previous_drafts),
+        ):
+            if value:
+                status[key] = value
+    else:
+        for key in (
+            "retrain",
+            "canary",
+            "previousDrafts",
+        ):  # the draft is not known (yet): keep the loop's state
+            if previous.get(key):
+                status[key] = previous[key]
 
     failed = phase in ("Failed", "Degraded")
     plan.events += phase_events("speculator", previous.get("phase"), phase, ready.message, failed=failed)

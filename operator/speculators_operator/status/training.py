@@ -56,6 +56,7 @@ class TrainingObserved:
     # The Speculator spec.deploy names, whoever controls it, and the trainings behind it (not this one):
     deploy_target: dict[str, Any] | None = None
     target_training: dict[str, Any] | None = None  # the training whose draft the target serves now
+    retrain_of: dict[str, Any] | None = None  # the Speculator that started this training (its retrain)
     target_controller: dict[str, Any] | None = None  # the training controlling the target
 
 
@@ -343,10 +344,12 @@ def _promotion(
     if not evaluated:
         return None
     spec = ctx.spec
+    # A retrain is judged against its own Speculator; a deploy against the Speculator it would update.
+    target = observed.retrain_of if observed.retrain_of is not None else observed.deploy_target
     serving = gate.serving_measure(
-        observed.deploy_target, observed.target_training, ctx.artifact_uri, spec.promotion.min_live_drafts
+        target, observed.target_training, ctx.artifact_uri, spec.promotion.min_live_drafts
     )
-    has_target = spec.deploy is not None and observed.deploy_target is not None
+    has_target = (spec.deploy is not None or observed.retrain_of is not None) and target is not None
     decision = gate.decide(spec.promotion, evaluation, serving, has_target=has_target)
     return {**decision, "decidedAt": now, "evalHash": key}
 
