@@ -14,6 +14,10 @@ that drafts the k its own command line says:
 
 `Fleet` follows the pods of a Speculator and serves each Running pod on its own IP (kwok gives pods
 loopback IPs), so a rollout to a new k is seen as new pods with new counters, as on a real cluster.
+
+Acceptance can depend on the draft a pod serves (`by_draft`: a substring of its draft's location in the pod
+spec -> conditional rates) and on the traffic (tests change `conditional` while it runs: the traffic
+drifted), so a retrained draft can be made better or worse than the one it replaces.
 """
 
 from __future__ import annotations
@@ -41,11 +45,19 @@ class Scenario:
     drafts_per_scrape: int = 400
     high_load: int | None = None  # from this running batch size on, drafting costs high_load_cost_ratio
     high_load_cost_ratio: float = 1.0
+    by_draft: dict[str, list[float]] = field(default_factory=dict)  # draft location substring -> q_i
 
-    def per_position(self, k: int) -> list[float]:
+    def conditional_for(self, draft: str) -> list[float]:
+        for key, rates in self.by_draft.items():
+            if key in draft:
+                return rates
+        return self.conditional
+
+    def per_position(self, k: int, draft: str = "") -> list[float]:
+        conditional = self.conditional_for(draft)
         out, run = [], 1.0
         for i in range(k):
-            run *= self.conditional[i] if i < len(self.conditional) else self.conditional[-1]
+            run *= conditional[i] if i < len(conditional) else conditional[-1]
             out.append(run)
         return out
 
@@ -62,6 +74,18 @@ def plan_of(argv: list[str]) -> int | list[list[int]]:
     return config.get("num_speculative_tokens_per_batch_size") or int(config["num_speculative_tokens"])
 
 
+def draft_of(pod_spec: dict[str, Any]) -> str:
+    """Where a vLLM pod's draft comes from, as its spec says (the draft-fetching init container's arguments
+    and the speculative config's model path)."""
+    parts = [
+        json.dumps(c.get("args") or []) for c in pod_spec.get("initContainers") or [] if "draft" in c["name"]
+    ]
+    argv = pod_spec["containers"][0].get("args") or []
+    if "--speculative-config" in argv:
+        parts.append(json.loads(argv[argv.index("--speculative-config") + 1]).get("model", ""))
+    return " ".join(parts)
+
+
 def k_at(plan: int | list[list[int]], running: float) -> int:
     if isinstance(plan, int):
         return plan
@@ -75,9 +99,12 @@ def k_at(plan: int | list[list[int]], running: float) -> int:
 class Server:
     """The counters of one vLLM server (one pod)."""
 
-    def __init__(self, scenario: Scenario, plan: int | list[list[int]], model_name: str) -> None:
+    def __init__(
+        self, scenario: Scenario, plan: int | list[list[int]], model_name: str, draft: str = ""
+    ) -> None:
         self.scenario = scenario
         self.plan = plan
+        self.draft = draft
         self.model_name = model_name
         self.created = time.time()
         self.drafts = 0.0
@@ -98,7 +125,7 @@ class Server:
             if k > 0:
                 self.drafts += n
                 self.draft_tokens += n * k
-                for i, p in enumerate(s.per_position(k)):
+                for i, p in enumerate(s.per_position(k, self.draft)):
                     self.accepted[i] = self.accepted.get(i, 0.0) + round(n * p)
             self.scrapes += 1
 
@@ -183,14 +210,14 @@ class Fleet:
             ):
                 continue
             argv = pod["spec"]["containers"][0].get("args") or []
-            live[pod["metadata"]["uid"]] = (status["podIP"], plan_of(argv))
+            live[pod["metadata"]["uid"]] = (status["podIP"], plan_of(argv), draft_of(pod["spec"]))
         for uid in set(self.servers) - set(live):
             _, http = self.servers.pop(uid)
             http.shutdown()
             http.server_close()
-        for uid, (ip, plan) in live.items():
+        for uid, (ip, plan, draft) in live.items():
             if uid not in self.servers:
-                server = Server(self.scenario, plan, self.model_name)
+                server = Server(self.scenario, plan, self.model_name, draft)
                 self.servers[uid] = (server, serve_server(ip, self.port, server))
 
     def run(self, stop: threading.Event, every: float = 0.5) -> None:

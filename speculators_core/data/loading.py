@@ -106,6 +106,11 @@ def _iter_raw(src: str) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
                 yield offset + index, raw, problem
                 count += 1
             offset += count
+    elif local.is_dir() and not any(local.iterdir()):
+        raise DataSourceError(
+            f"--data {src}: the directory is empty; for captured traffic no file is finished yet (the "
+            "capture proxy finishes one every recordsPerFile records, and when the pod stops)"
+        )
     elif local.is_dir():
         yield from _iter_saved_dataset(local, src)
     elif local.suffix == ".jsonl":

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from localrun.openai_stub import OpenAIStub
 
 from speculators_core.capture.proxy import HEALTH_PATH, CaptureProxy
-from speculators_core.capture.records import Sampler, messages_of
+from speculators_core.capture.records import Sampler, messages_of, record_line
 from speculators_core.capture.writer import CaptureWriter, recover_part
 
 SECRET = "sk-live-THIS-MUST-NEVER-BE-WRITTEN"
@@ -262,3 +263,26 @@ def test_kill_9_mid_capture_leaves_readable_files_and_a_restart_finishes_them(tm
     assert (
         kept == list(range(len(kept))) and len(kept) >= 100 and len(kept) <= sent + 1
     )  # + the one answered as the kill cut the client off
+
+
+def test_a_capture_directory_reads_as_a_dataset_of_open_ended_prompts(tmp_path: Path) -> None:
+    from speculators_core.data.loading import DataSourceError, iter_rows
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataSourceError, match="no file is finished yet"):
+        list(iter_rows(str(empty)))
+    directory = tmp_path / "capture"
+    writer = CaptureWriter(directory, "pod-a", records_per_file=2)
+    writer.start()
+    for i in range(3):
+        writer.submit(record_line([{"role": "user", "content": f"question {i}"}]))
+    assert writer.flush()
+    # The open .part file is not read; the finished one is, in order.
+    rows = list(iter_rows(str(directory), open_ended=True))
+    assert [r.messages for r in rows] == [
+        [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": ""}] for i in range(2)
+    ]
+    # Without regeneration a prompt alone trains nothing: skipped, with the reason counted.
+    assert [r.skip for r in iter_rows(str(directory))] == ["no_assistant_turn"] * 2
+    writer.close()

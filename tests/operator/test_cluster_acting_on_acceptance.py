@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from conftest import Kube, OperatorProcess, free_port
-from localrun.vllm_standin import Fleet, Scenario
+from localrun.vllm_standin import Scenario
 from spd_testlib import EVAL, PREPARE, TRAIN, cond, speculator_body, training_body
+from standin_fleet import fleet
 
 from kubecluster import find_binaries
 from speculators_core.eval.cost import per_position_from_conditional
@@ -26,20 +24,6 @@ from speculators_operator.tuning.choose import Params, best_fixed_k
 from speculators_operator.tuning.model import StepCost
 
 pytestmark = pytest.mark.kwok
-
-
-@contextmanager
-def fleet(k: Kube, speculator: str, scenario: Scenario, port: int) -> Iterator[Fleet]:
-    stand_ins = Fleet(lambda: k.pods(f"speculators.ai/speculator={speculator}"), scenario, port)
-    stop = threading.Event()
-    thread = threading.Thread(target=stand_ins.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield stand_ins
-    finally:
-        stop.set()
-        thread.join()
-        stand_ins.close()
 
 
 def tuned_speculator(name: str, start_k: int, tuning: dict[str, Any], port: int) -> dict[str, Any]:

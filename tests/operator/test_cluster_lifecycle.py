@@ -146,6 +146,7 @@ def test_examples_apply_and_show_in_kubectl_get(operator: OperatorProcess, k: Ku
         "K",
         "ACCEPT-RATE",
         "ACCEPT-LEN",
+        "CANARY",
         "URL",
         "AGE",
     ]

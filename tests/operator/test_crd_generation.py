@@ -116,7 +116,18 @@ def test_printer_columns_short_names_and_subresources():
     tcols = [c["name"] for c in t["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
     assert tcols == ["Phase", "Progress", "Accept-Len", "Promoted", "Ready", "Reason", "Age"]
     scols = [c["name"] for c in s["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
-    assert scols == ["Phase", "Ready", "Replicas", "Method", "K", "Accept-Rate", "Accept-Len", "URL", "Age"]
+    assert scols == [
+        "Phase",
+        "Ready",
+        "Replicas",
+        "Method",
+        "K",
+        "Accept-Rate",
+        "Accept-Len",
+        "Canary",
+        "URL",
+        "Age",
+    ]
 
 
 def test_status_schema_declares_every_field_the_operator_writes():
@@ -166,7 +177,12 @@ def test_status_schema_declares_every_field_the_operator_writes():
 
 @pytest.mark.parametrize(
     "name",
-    ["speculatortraining-llama3-eagle3.yaml", "speculator-llama3-hub.yaml", "speculator-from-training.yaml"],
+    [
+        "speculatortraining-llama3-eagle3.yaml",
+        "speculator-llama3-hub.yaml",
+        "speculator-from-training.yaml",
+        "speculator-retrain-on-traffic.yaml",
+    ],
 )
 def test_examples_parse(name):
     body = yaml.safe_load((REPO / "examples" / name).read_text())

@@ -96,7 +96,8 @@ DRIFTED = [0.6, 0.35, 0.2]  # length 2.15 (-25 %)
 def drift_to_retrain(loop: Loop) -> Any:
     """Healthy long enough for a baseline, then below the bar for forSeconds: the retrain starts."""
     out = loop.step(at(0), stable_acceptance=window(HEALTHY))
-    assert cond(out, "Drifted")["reason"] == "NoBaseline"  # the window is not a whole draft's window yet
+    assert cond(out, "Drifted")["reason"] == "Settling"  # the window is not a whole draft's window yet
+    assert "baseline" not in loop.status["retrain"]
     out = loop.step(at(40), stable_acceptance=window(HEALTHY))
     assert loop.status["retrain"]["baseline"]["meanAcceptanceLength"] == pytest.approx(2.85)
     assert cond(out, "Drifted") == {
@@ -142,6 +143,8 @@ def test_an_absolute_bar_needs_no_baseline_and_a_quiet_window_is_not_judged() ->
     out = loop.step(at(10), stable_acceptance=window(DRIFTED), stable_ready=False)  # rolling: not judged
     assert not out.create
     out = loop.step(at(20), stable_acceptance=window(DRIFTED))
+    assert cond(out, "Drifted")["reason"] == "Settling" and not out.create  # 20 s < the 30 s window
+    out = loop.step(at(30), stable_acceptance=window(DRIFTED))
     assert [t["metadata"]["name"] for t in out.create] == ["chat-r1"]
 
 
@@ -237,6 +240,9 @@ def test_a_better_canary_is_promoted_and_the_stable_pods_roll_to_it() -> None:
     # The new baseline is the canary's measure: the next drift is judged against 3.0.
     assert loop.status["retrain"]["baseline"]["uri"] == NEW
     assert loop.status["retrain"]["baseline"]["meanAcceptanceLength"] == pytest.approx(3.0)
+    # Just after the roll the window still holds the old pods' (drifted) counts: not judged yet.
+    out = loop.step(at(310), stable_acceptance=window(DRIFTED), stable_uri=NEW)
+    assert cond(out, "Drifted")["reason"] == "Settling" and not out.create
 
 
 def test_a_canary_that_is_not_better_is_rolled_back_with_the_numbers() -> None:
@@ -301,6 +307,40 @@ def test_a_new_spec_draft_wins_over_a_promoted_one() -> None:
     out = loop.step(at(310), stable_acceptance=better, stable_uri=NEW)
     assert out.stable.source.uri == DRAFT  # the base draft of this test stands for the new spec.draft
     assert "promoted" not in loop.status["retrain"] and [e.reason for e in out.events] == ["SpecDraftChanged"]
+
+
+def undeclared(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """Keys of a status the CRD schema does not declare (the API server would prune them)."""
+    out = []
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for key, item in value.items():
+            if key not in props:
+                out.append(f"{path}.{key}")
+            else:
+                out += undeclared(item, props[key], f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += undeclared(item, schema.get("items") or {}, f"{path}[{i}]")
+    return out
+
+
+def test_every_field_the_loop_writes_is_in_the_crd_schema() -> None:
+    from speculators_operator.api.crd import speculator_crd
+
+    schema = speculator_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    loop = Loop(body())
+    to_canary_running(loop)
+    better = window([0.85, 0.65, 0.5])
+    loop.step(
+        at(280), stable_acceptance=window(DRIFTED), canary_acceptance=better, canary=canary_deployment(NEW)
+    )
+    written = copy.deepcopy(loop.status)
+    loop.step(at(300), stable_acceptance=better, stable_uri=NEW, canary=canary_deployment(NEW))
+    assert loop.status["canary"]["phase"] == "Promoted" and written["canary"]["phase"] == "Promoting"
+    assert undeclared(written, schema) == [] and undeclared(loop.status, schema) == []
+    assert {"retrain", "canary", "previousDrafts"} <= set(written)
+    assert {"promoted", "replaced", "baseline", "trigger", "lastResult"} <= set(written["retrain"])
 
 
 def test_retrain_names_always_fit() -> None:

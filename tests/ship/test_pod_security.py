@@ -144,7 +144,23 @@ def _speculator_pods() -> list[tuple[str, dict[str, Any], bool]]:
     return out
 
 
-PODS = _training_pods() + _speculator_pods()
+def _loop_pods() -> list[tuple[str, dict[str, Any], bool]]:
+    """The capture proxy next to vLLM, and the canary Deployment of a retrained draft."""
+    body = speculator_body(
+        method="eagle3",
+        numSpeculativeTokens=3,
+        traffic={"capture": {"enabled": True}},
+        retrain={"when": {"dropFraction": 0.2}},
+    )
+    ctx = spd.SpeculatorContext.of(body, IMAGES)
+    draft = spd.ResolvedDraft(ModelSource(uri="pvc://chat-r1-workspace/chat-r1/model"), "eagle3", 3)
+    return [
+        ("capture/deployment", spd.deployment(ctx, draft)["spec"]["template"]["spec"], False),
+        ("capture/canary", spd.deployment(ctx, draft, canary=True)["spec"]["template"]["spec"], False),
+    ]
+
+
+PODS = _training_pods() + _speculator_pods() + _loop_pods()
 
 
 def test_the_matrix_covers_every_kind_of_pod() -> None:
@@ -158,6 +174,7 @@ def test_the_matrix_covers_every_kind_of_pod() -> None:
         "resolve",
         "deployment",
         "kserve-predictor",
+        "canary",
     } <= names
     assert any(p.get("subdomain") for _, p, _ in PODS)  # a multi-node training pod
     assert any(p.get("initContainers") for _, p, _ in PODS)

@@ -45,9 +45,13 @@ SPECULATOR_COLUMNS = [
     _column(
         "Accept-Len", "number", ".status.acceptance.meanAcceptanceLength", "Live mean acceptance length."
     ),
+    _column("Canary", "string", ".status.canary.phase", "The last canary of a retrained draft."),
     _column("URL", "string", ".status.url", "In-cluster URL."),
     _column("Age", "date", ".metadata.creationTimestamp", "Age."),
     _column("Reason", "string", f"{READY}.reason", "Reason of the Ready condition.", priority=1),
+    _column(
+        "Drifted", "string", ".status.conditions[?(@.type=='Drifted')].reason", "Live drift.", priority=1
+    ),
     _column("Verifier", "string", ".spec.verifier.uri", "Verifier model.", priority=1),
     _column("Draft", "string", ".status.draft.uri", "Draft model.", priority=1),
 ]

@@ -352,6 +352,14 @@ class _Loop:
             # A whole window of this draft alone: that is what "healthy" looks like for it.
             assert live is not None
             baseline = self.r["baseline"] = live
+        if judged and _seconds(self.r.get("servedSince"), self.now) < window:
+            # Right after a rollout the window still holds the previous draft's pods: not this draft's.
+            return Cond(
+                "Drifted",
+                "Unknown",
+                "Settling",
+                f"the window covers this draft alone {window}s after it rolled out",
+            )
         if not judged or live is None:
             # Not judged (no window yet, e.g. after an operator restart, or a rollout): belowSince stays.
             have = live["drafts"] if live else 0

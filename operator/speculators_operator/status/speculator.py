@@ -267,7 +267,10 @@ def _metrics(
     if state is None or state.scraped_at is None:
         return Cond("MetricsAvailable", "Unknown", "Waiting", "no scrape yet"), prev_acc
     acceptance = prev_acc
-    if state.summary is not None:
+    # No pod contributed yet (a new process's first scrape of pods that started before the window): nothing
+    # was measured, so the last measured values stay rather than blanking the columns.
+    measured = state.summary is not None and (bool(state.summary.get("pods")) or not prev_acc)
+    if state.summary is not None and measured:
         if same_values(prev_acc, state.summary):
             acceptance = prev_acc  # unchanged after rounding: no status write
         else:
@@ -276,7 +279,7 @@ def _metrics(
         return Cond("MetricsAvailable", "False", "ScrapeFailed", "; ".join(state.errors)[:1024]), acceptance
     if state.source == "pods" and state.targets == 0:
         return Cond("MetricsAvailable", "False", "NoReadyPods", "no ready vLLM pod to scrape"), acceptance
-    if state.summary is None:
+    if state.summary is None or not measured:
         return Cond("MetricsAvailable", "Unknown", "Waiting", "waiting for a second scrape"), acceptance
     if not state.summary.get("drafts"):
         return Cond("MetricsAvailable", "False", "NoTraffic", "no drafts in the window"), acceptance
