@@ -69,6 +69,22 @@ class Resource:
         return "/".join(parts)
 
 
+def discover_kinds(api: ApiClient, api_version: str) -> dict[str, Resource]:
+    """kind -> REST path of what the API server serves in one group-version (empty if none)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        doc = request(api, "GET", base)
+    except ApiException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    kinds = {}
+    for r in doc.get("resources", []):
+        if "/" not in r["name"]:  # skip subresources such as pods/status
+            kinds[r["kind"]] = Resource(base, r["name"], bool(r["namespaced"]))
+    return kinds
+
+
 class ResourceMapper:
     """kind -> REST path through discovery, per group-version, re-read when a kind is missing (a CRD that
     was just installed). No on-disk cache, unlike the dynamic client's discoverer."""
@@ -78,18 +94,7 @@ class ResourceMapper:
         self._cache: dict[str, dict[str, Resource]] = {}
 
     def _discover(self, api_version: str) -> dict[str, Resource]:
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        try:
-            doc = request(self.api, "GET", base)
-        except ApiException as exc:
-            if exc.status == 404:
-                return {}
-            raise
-        kinds = {}
-        for r in doc.get("resources", []):
-            if "/" not in r["name"]:  # skip subresources such as pods/status
-                kinds[r["kind"]] = Resource(base, r["name"], bool(r["namespaced"]))
-        return kinds
+        return discover_kinds(self.api, api_version)
 
     def resource(self, api_version: str, kind: str) -> Resource:
         found = self._cache.get(api_version, {}).get(kind)
@@ -172,6 +177,18 @@ def wait_crds_established(api: ApiClient, names: Iterable[str], timeout: float =
         )
 
 
+def _discoverable(api: ApiClient, crd: Manifest) -> bool:
+    """Discovery lists the CRD's kind in every served version (it can lag Established for a moment)."""
+    spec = crd["spec"]
+    for version in spec["versions"]:
+        if not version.get("served", True):
+            continue
+        kinds = discover_kinds(api, f"{spec['group']}/{version['name']}")
+        if spec["names"]["kind"] not in kinds:
+            return False
+    return True
+
+
 def install_crds(
     api: ApiClient,
     paths: Iterable[Path | str],
@@ -181,7 +198,8 @@ def install_crds(
     timeout: float = 60.0,
 ) -> list[str]:
     """Applies every CustomResourceDefinition in `paths` (other kinds are an error) and waits until each
-    is Established, so custom objects can be created right after. Returns the CRD names."""
+    is Established and served by discovery, so custom objects can be created right after. Returns the
+    CRD names."""
     objs = load_manifests(paths)
     wrong = [
         f"{o.get('kind')}/{o.get('metadata', {}).get('name')}"
@@ -193,4 +211,7 @@ def install_crds(
     apply_objects(api, objs, field_manager, force=force)
     names = [o["metadata"]["name"] for o in objs]
     wait_crds_established(api, names, timeout)
+    for crd in objs:
+        name = crd["metadata"]["name"]
+        wait_for(lambda c=crd: _discoverable(api, c), timeout=timeout, what=f"CRD {name} in discovery")
     return names

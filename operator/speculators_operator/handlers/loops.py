@@ -19,6 +19,7 @@ from speculators_operator.metrics import prometheus, scraper
 from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render.kserve import workload_name
 from speculators_operator.render.speculator import SpeculatorContext
+from speculators_operator.status.retrain import ACTIVE as CANARY_ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,17 @@ class MetricsLoop:
             self.store.forget(key)
             self.store.forget(canary_key(key))
 
+    async def _query_canary(self, key: tuple[str, str], spec: MetricsSpec, deployment: str) -> None:
+        """The canary Deployment's pods from Prometheus (the stable query's pod pattern excludes them)."""
+        assert spec.prometheus_url
+        try:
+            delta, pods = await prometheus.query_acceptance(
+                spec.prometheus_url, key[0], deployment, spec.window_seconds
+            )
+            self.store.record_query(canary_key(key), spec.window_seconds, delta, pods, time.time())
+        except prometheus.PrometheusError as exc:
+            self.store.record_query(canary_key(key), spec.window_seconds, None, 0, time.time(), str(exc))
+
     async def _scrape(self, key: tuple[str, str], body: dict[str, Any], spec: MetricsSpec) -> None:
         ns, name = key
         try:
@@ -100,6 +112,8 @@ class MetricsLoop:
                     state = self.store.record_query(key, spec.window_seconds, delta, pods, time.time())
                 except prometheus.PrometheusError as exc:
                     state = self.store.record_query(key, spec.window_seconds, None, 0, time.time(), str(exc))
+                if ((body.get("status") or {}).get("canary") or {}).get("phase") in CANARY_ACTIVE:
+                    await self._query_canary(key, spec, f"{workload_name(ctx)}-canary")
             else:
                 pods = await asyncio.to_thread(
                     self.kube.list,
