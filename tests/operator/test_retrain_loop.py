@@ -284,6 +284,32 @@ def test_too_few_drafts_never_decide_and_the_timeout_rolls_back() -> None:
     assert out.delete
 
 
+def test_switching_retrain_off_mid_training_starts_no_canary_and_stops_a_running_one() -> None:
+    loop = Loop(body())
+    drift_to_retrain(loop)
+    off = body()
+    off["spec"].pop("retrain")
+    loop.ctx = SpeculatorContext.of(off)
+    out = loop.step(at(200), stable_acceptance=window(DRIFTED), trainings={"chat-r1": succeeded(True)})
+    assert out.canary is None and loop.status.get("canary") is None
+    assert loop.status["retrain"]["lastResult"]["result"] == "Stopped" and not out.create
+
+    loop = Loop(body())
+    to_canary_running(loop)
+    loop.ctx = SpeculatorContext.of(off)
+    out = loop.step(at(230), stable_acceptance=window(DRIFTED), canary=canary_deployment(NEW))
+    assert loop.status["canary"]["phase"] == "RolledBack" and "removed" in loop.status["canary"]["decision"]
+    assert out.delete and out.canary is None
+
+
+def test_the_canary_follows_a_changed_canary_size() -> None:
+    loop = Loop(body())
+    to_canary_running(loop)
+    loop.ctx = SpeculatorContext.of(body(canary={"fraction": 1.0, "windowSeconds": 60, "minDrafts": 100}))
+    loop.step(at(230), stable_acceptance=window(DRIFTED), canary=canary_deployment(NEW, ready=1))
+    assert loop.status["canary"]["replicas"] == 2  # 100 % of spec.replicas 2
+
+
 def test_a_retrain_the_gate_keeps_back_never_reaches_a_canary() -> None:
     loop = Loop(body())
     drift_to_retrain(loop)

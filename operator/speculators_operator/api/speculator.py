@@ -372,7 +372,7 @@ class RetrainResult(K8sModel):
 
     training: str = Field(description="The SpeculatorTraining.")
     result: str = Field(
-        description="Promoted, RolledBack, NotPromoted, TrainingFailed, TrainingDeleted or Superseded."
+        description="Promoted, RolledBack, NotPromoted, TrainingFailed, TrainingDeleted or Stopped."
     )
     message: str = Field(default="", description="The numbers behind it.")
     time: str | None = Field(

@@ -212,6 +212,7 @@ class _Loop:
         k = stable.num_speculative_tokens
         canary_m = measure(self.obs.canary_acceptance, draft.get("uri"), k, self.now)
         stable_m = measure(self.obs.stable_acceptance, stable.source.uri, k, self.now)
+        canary["replicas"] = self.ctx.canary_replicas()  # spec.canary may change while it runs
         ready, all_ready = self._canary_ready()
         canary["readyReplicas"] = ready
         if self.spec.retrain is None:
@@ -286,6 +287,10 @@ class _Loop:
 
         if training is None:
             done("TrainingDeleted", "the retrain training was deleted", failed=True)
+            return
+        if self.spec.retrain is None:
+            # Switched off mid-training: no canary follows (the training itself is left to finish or go).
+            done("Stopped", "spec.retrain was removed")
             return
         status = training.get("status") or {}
         phase = status.get("phase")
