@@ -4,7 +4,7 @@
 --
 -- Progressing: no status yet, a generation the operator has not observed, Ready=Unknown (resolving the
 --              draft, waiting for a training, pods starting).
--- Healthy:     Ready=True.
+-- Healthy:     Ready=True (the message adds a running canary of a retrained draft, or a drift).
 -- Suspended:   Ready=True with spec.replicas 0 (scaled to zero on purpose).
 -- Degraded:    Ready=False (failed training or draft, crash loops, missing KServe) or phase Failed.
 local hs = {}
@@ -74,6 +74,14 @@ if ready.status == "True" then
   end
   hs.status = "Healthy"
   hs.message = explain(ready)
+  -- The closed loop (spec.retrain) never gates health: it is shown, not judged.
+  local canary = find(obj.status.conditions, "CanaryPromoted")
+  local drifted = find(obj.status.conditions, "Drifted")
+  if canary ~= nil and canary.status == "Unknown" then
+    hs.message = hs.message .. "; canary " .. explain(canary)
+  elseif drifted ~= nil and drifted.status == "True" then
+    hs.message = hs.message .. "; drifted " .. explain(drifted)
+  end
   return hs
 end
 
