@@ -177,6 +177,31 @@ def panels() -> list[dict[str, Any]]:
             description="95th percentile of one reconcile's duration.",
             unit="s",
         ),
+        _row(12, "Closed loop: drift, retrain, canary (spec.retrain)", 35),
+        _panel(
+            13,
+            "Canary vs stable mean acceptance length",
+            "timeseries",
+            (0, 36, 12, 8),
+            [
+                _target(f"speculators_mean_acceptance_length{{{sel}}}", "{{speculator}} stable"),
+                _target(f"speculators_canary_mean_acceptance_length{{{sel}}}", "{{speculator}} canary", "B"),
+            ],
+            description="A retrained draft on canary against the stable pods over the same window.",
+            unit="none",
+        ),
+        _panel(
+            14,
+            "Drift and retrains",
+            "timeseries",
+            (12, 36, 12, 8),
+            [
+                _target(f"speculators_drifted{{{sel}}}", "{{speculator}} drifted"),
+                _target(f"speculators_retrains{{{sel}}}", "{{speculator}} retrains", "B"),
+            ],
+            description="1 while live acceptance is below the retrain bar; retrains started so far.",
+            unit="short",
+        ),
     ]
 
 

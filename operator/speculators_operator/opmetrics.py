@@ -40,6 +40,19 @@ PER_POSITION = Gauge(
 DRAFT_TOKENS = Gauge(
     "speculators_window_draft_tokens", "Draft tokens proposed in the window.", ["namespace", "speculator"]
 )
+CANARY_MEAN_ACCEPTANCE_LENGTH = Gauge(
+    "speculators_canary_mean_acceptance_length",
+    "Mean acceptance length of a running canary's pods (status.canary.acceptance).",
+    ["namespace", "speculator"],
+)
+RETRAINS = Gauge(
+    "speculators_retrains", "Retrains started so far (status.retrain.count).", ["namespace", "speculator"]
+)
+DRIFTED = Gauge(
+    "speculators_drifted",
+    "1 while live acceptance is below the spec.retrain bar (condition Drifted=True).",
+    ["namespace", "speculator"],
+)
 TRAINING_PROGRESS = Gauge(
     "speculators_training_progress_percent",
     "status.progress.percent of each SpeculatorTraining.",
@@ -77,6 +90,26 @@ def forget_acceptance(namespace: str, name: str) -> None:
         _remove(gauge, namespace, name)
     for i in range(_positions.pop((namespace, name), 0)):
         _remove(PER_POSITION, namespace, name, str(i))
+
+
+def set_loop(namespace: str, name: str, status: dict[str, Any] | None) -> None:
+    """The closed loop's numbers (spec.retrain), from the status just written; None forgets them."""
+    status = status or {}
+    retrain, canary = status.get("retrain"), status.get("canary") or {}
+    if retrain is None:
+        for gauge in (RETRAINS, DRIFTED):
+            _remove(gauge, namespace, name)
+    else:
+        RETRAINS.labels(namespace, name).set(int(retrain.get("count") or 0))
+        drifted = any(
+            c.get("type") == "Drifted" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        DRIFTED.labels(namespace, name).set(1 if drifted else 0)
+    length = (canary.get("acceptance") or {}).get("meanAcceptanceLength")
+    if canary.get("phase") in ("Running", "Promoting") and length is not None:
+        CANARY_MEAN_ACCEPTANCE_LENGTH.labels(namespace, name).set(length)
+    else:
+        _remove(CANARY_MEAN_ACCEPTANCE_LENGTH, namespace, name)
 
 
 def set_progress(namespace: str, name: str, percent: float | None) -> None:

@@ -444,3 +444,32 @@ def test_prometheus_pod_patterns_keep_the_canary_and_the_stable_pods_apart() -> 
     )
     canary = pattern("chat-vllm-canary")
     assert re.fullmatch(canary, canary_pod) and not re.fullmatch(canary, stable_pod)
+
+
+def test_the_loop_is_exported_as_operator_metrics_and_forgotten_with_the_speculator() -> None:
+    from prometheus_client import REGISTRY
+
+    from speculators_operator import opmetrics
+
+    def value(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"namespace": "ns", "speculator": "metrics-loop"})
+
+    loop = Loop(body())
+    to_canary_running(loop)
+    better = window([0.85, 0.65, 0.5])
+    loop.step(
+        at(270), stable_acceptance=window(DRIFTED), canary_acceptance=better, canary=canary_deployment(NEW)
+    )
+    status = {**loop.status, "conditions": [{"type": "Drifted", "status": "True"}]}
+    opmetrics.set_loop("ns", "metrics-loop", status)
+    assert value("speculators_retrains") == 1 and value("speculators_drifted") == 1
+    assert value("speculators_canary_mean_acceptance_length") == pytest.approx(3.0)
+    loop.step(at(280), stable_acceptance=window(DRIFTED), canary_acceptance=worse_than(DRIFTED), canary=None)
+    opmetrics.set_loop("ns", "metrics-loop", loop.status)  # rolled back: no canary series any more
+    assert value("speculators_canary_mean_acceptance_length") is None and value("speculators_drifted") == 0
+    opmetrics.set_loop("ns", "metrics-loop", None)
+    assert value("speculators_retrains") is None and value("speculators_drifted") is None
+
+
+def worse_than(per_position: list[float]) -> dict[str, Any]:
+    return window([p * 0.9 for p in per_position])

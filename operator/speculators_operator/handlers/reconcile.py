@@ -227,11 +227,13 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, None)
             opmetrics.forget_acceptance(namespace, name)
+            opmetrics.set_loop(namespace, name, None)
             return
         plan = self._derive(body, lambda: derive_speculator(body, self.observe_speculator(body), self.images))
         self.execute(body, plan)
         opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
         opmetrics.set_acceptance(namespace, name, plan.status.get("acceptance"))
+        opmetrics.set_loop(namespace, name, plan.status)
 
     # -- shared ------------------------------------------------------------------------------------
 
