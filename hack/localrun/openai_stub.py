@@ -24,6 +24,7 @@ ANSWER = {
 class OpenAIStub:
     gate: asyncio.Event | None = None
     status: int = 200
+    heads: list[bytes] = field(default_factory=list)  # request heads as received
     bodies: list[bytes] = field(default_factory=list)  # request bodies as received
     responses: list[bytes] = field(default_factory=list)  # what was sent, byte for byte
 
@@ -34,6 +35,7 @@ class OpenAIStub:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError:
                     return
+                self.heads.append(head)
                 lines = head.decode("latin-1").split("\r\n")
                 method = lines[0].split(" ")[0]
                 headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}

@@ -136,6 +136,13 @@ async def _relay_body(
     return b"".join(kept) if kept is not None else None
 
 
+def _without_header(raw: bytes, name: bytes) -> bytes:
+    """A message head without the header `name` (lower-case)."""
+    lines = raw.split(b"\r\n")
+    kept = [lines[0], *(ln for ln in lines[1:] if ln.split(b":", 1)[0].strip().lower() != name)]
+    return b"\r\n".join(kept)
+
+
 def _no_body(method: str, status: int) -> bool:
     return method == "HEAD" or 100 <= status < 200 or status in (204, 304)
 
@@ -185,15 +192,24 @@ class CaptureProxy:
                         await client_w.drain()
                         return
                 up_r, up_w = up
+                if "100-continue" in req.headers.get("expect", "").lower():
+                    # curl sends this for bodies over 1 KiB and waits up to a second for the go-ahead: the
+                    # proxy gives it (it reads the body before forwarding) and does not pass it on.
+                    client_w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await client_w.drain()
+                    raw = _without_header(raw, b"expect")
                 up_w.write(raw)
                 body = await _relay_body(req, client_r, up_w, keep=sample, until_close=False)
-                resp_raw = await _read_head(up_r)
-                if resp_raw is None:
-                    raise ProtocolError("upstream closed before answering")
-                resp = Head.parse(resp_raw)
-                parts = resp.first.split(" ", 2)
-                status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-                client_w.write(resp_raw)
+                while True:
+                    resp_raw = await _read_head(up_r)
+                    if resp_raw is None:
+                        raise ProtocolError("upstream closed before answering")
+                    resp = Head.parse(resp_raw)
+                    parts = resp.first.split(" ", 2)
+                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    client_w.write(resp_raw)
+                    if not 100 <= status < 200 or status == 101:
+                        break  # interim responses (102, 103) are relayed; the final one follows
                 close_after = req.wants_close(version) or resp.wants_close(parts[0])
                 if not _no_body(method, status):
                     framed = resp.chunked or resp.length is not None

@@ -286,3 +286,29 @@ def test_a_capture_directory_reads_as_a_dataset_of_open_ended_prompts(tmp_path: 
     # Without regeneration a prompt alone trains nothing: skipped, with the reason counted.
     assert [r.skip for r in iter_rows(str(directory))] == ["no_assistant_turn"] * 2
     writer.close()
+
+
+@aio
+async def test_expect_100_continue_gets_its_go_ahead_and_interim_responses_pass(tmp_path: Path) -> None:
+    """curl's `Expect: 100-continue` for bodies over 1 KiB: the proxy answers it at once (no 1 s stall),
+    vLLM gets the request without it, and the capture still sees the body."""
+    async with proxied(tmp_path) as (url, stub, _, writer):
+        port = int(url.rsplit(":", 1)[1])
+        reader, w = await asyncio.open_connection("127.0.0.1", port)
+        body = json.dumps(chat(7, padding="x" * 2000)).encode()
+        w.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        await w.drain()
+        go_ahead = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert go_ahead == b"HTTP/1.1 100 Continue\r\n\r\n"
+        w.write(body)
+        await w.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        assert head.startswith(b"HTTP/1.1 200")
+        w.close()
+        assert writer.flush()
+    assert json.loads(stub.bodies[0]) == chat(7, padding="x" * 2000)
+    assert b"expect" not in stub.heads[0].lower()  # answered by the proxy, not passed on
+    assert lines(tmp_path / "capture") == [{"messages": chat(7)["messages"]}]
