@@ -41,9 +41,17 @@ def _resolve_done(body, summary=INSPECT, state="Complete"):
     return job, [pod]
 
 
-def _deployment(replicas=1, ready=1, updated=1, generation=1, observed=1):
+HUB_DRAFT_URI = "hf://RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3"
+
+
+def _deployment(replicas=1, ready=1, updated=1, generation=1, observed=1, draft=HUB_DRAFT_URI):
+    """The vLLM Deployment as observed; `draft` is the draft its last applied template serves."""
     return {
-        "metadata": {"name": "llama-spd-vllm", "generation": generation},
+        "metadata": {
+            "name": "llama-spd-vllm",
+            "generation": generation,
+            "annotations": {"speculators.ai/draft": draft},
+        },
         "status": {
             "observedGeneration": observed,
             "replicas": replicas,
@@ -51,6 +59,19 @@ def _deployment(replicas=1, ready=1, updated=1, generation=1, observed=1):
             "updatedReplicas": updated,
         },
     }
+
+
+def test_an_available_deployment_of_the_previous_draft_is_not_ready_for_the_new_one():
+    """Observed before this reconcile's apply, the Deployment still runs the old draft: fully available,
+    but Ready must wait for the roll (a training's Deployed follows this Ready)."""
+    body = speculator(method="eagle3", numSpeculativeTokens=3)
+    old = _deployment(draft="pvc://first-workspace/first/model")
+    plan = derive_speculator(body, SpeculatorObserved(deployment=old, service={}), now=NOW)
+    deployed = _cond(plan, "DeploymentReady")
+    assert (deployed["status"], deployed["reason"]) == ("Unknown", "Progressing")
+    assert HUB_DRAFT_URI in deployed["message"] and _cond(plan, "Ready")["status"] == "Unknown"
+    plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}), now=NOW)
+    assert _cond(plan, "Ready")["status"] == "True"
 
 
 def test_uri_draft_without_method_runs_the_resolve_job_first():

@@ -98,7 +98,12 @@ def test_health_of_the_status_the_operator_derives() -> None:
     def deployment(replicas: int, ready: int) -> dict[str, Any]:
         return {
             "kind": "Deployment",
-            "metadata": {"name": "granite-vllm", "namespace": "ns", "generation": 1},
+            "metadata": {
+                "name": "granite-vllm",
+                "namespace": "ns",
+                "generation": 1,
+                "annotations": {"speculators.ai/draft": body["spec"]["draft"]["uri"]},  # what it serves
+            },
             "status": {
                 "observedGeneration": 1,
                 "replicas": replicas,

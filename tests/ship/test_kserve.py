@@ -278,7 +278,8 @@ def test_route_on_a_cluster_without_routes_does_not_gate_ready() -> None:
     body = speculator_body(route={"enabled": True})
     deployment = {
         "kind": "Deployment",
-        "metadata": {"generation": 1},
+        # The operator's own annotation: the draft this Deployment's template serves.
+        "metadata": {"generation": 1, "annotations": {"speculators.ai/draft": body["spec"]["draft"]["uri"]}},
         "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1},
     }
     observed = SpeculatorObserved(deployment=deployment, service={"kind": "Service"}, routes_served=False)

@@ -230,11 +230,18 @@ def _pod_counts(pods: list[dict[str, Any]]) -> tuple[int, int]:
     return len(live), len(ready)
 
 
-def _deployment_condition(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> Cond:
+def _deployment_condition(
+    ctx: render.SpeculatorContext, observed: SpeculatorObserved, draft_uri: str | None = None
+) -> Cond:
     dep = observed.deployment
     name = ctx.deployment_name
     if dep is None:
         return Cond("DeploymentReady", "Unknown", "Creating", f"creating Deployment {name}")
+    serving = (dep["metadata"].get("annotations") or {}).get(c.ANNOTATION_DRAFT)
+    if draft_uri is not None and serving != draft_uri:
+        # Observed before this reconcile's apply: the Deployment still runs the previous draft, however
+        # available it looks; Ready must not speak for the new draft yet.
+        return Cond("DeploymentReady", "Unknown", "Progressing", f"rolling Deployment {name} to {draft_uri}")
     failure = _pod_failure(observed)
     if failure is not None:
         return failure
@@ -416,7 +423,7 @@ def derive_speculator(
                 )
                 plan.apply.append(render.deployment(ctx, canary, canary=True))
             plan.apply.append(render.service(ctx))
-            deploy_cond = _deployment_condition(ctx, observed)
+            deploy_cond = _deployment_condition(ctx, observed, draft.source.uri)
     conds.append(deploy_cond)
 
     route_cond: Cond | None = None
