@@ -46,6 +46,14 @@ def rule(rule: str, message: str, *, field_path: str | None = None, reason: str 
     return out
 
 
+def positive_quantity_rule(field: str, example: str) -> dict:
+    """A size that must be a quantity above zero (a claim of 0 or less is refused by the API server later)."""
+    return rule(
+        "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+        f"{field} must be a positive quantity such as {example}",
+    )
+
+
 def cel(*rules: dict) -> dict[str, Any]:
     """json_schema_extra for a field carrying CEL rules."""
     return {"x-kubernetes-validations": list(rules)}

@@ -9,7 +9,15 @@ from annotated_types import Ge, Le, MaxLen
 from pydantic import Field
 
 from speculators_operator.api import vllm_args
-from speculators_operator.api.base import DNS1123_SUBDOMAIN, K8sModel, Quantity, cel, re2, rule
+from speculators_operator.api.base import (
+    DNS1123_SUBDOMAIN,
+    K8sModel,
+    Quantity,
+    cel,
+    positive_quantity_rule,
+    re2,
+    rule,
+)
 from speculators_operator.api.common import (
     EnvVar,
     PodMetadata,
@@ -92,12 +100,7 @@ class CacheSpec(K8sModel):
     size: Quantity | None = Field(
         default=None,
         description="Create PVC <name>-cache of this size (ReadWriteMany when replicas > 1).",
-        json_schema_extra=cel(
-            rule(
-                "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
-                "cache.size must be a positive quantity such as 200Gi",
-            )
-        ),
+        json_schema_extra=cel(positive_quantity_rule("cache.size", "200Gi")),
     )
     claim_name: str | None = Field(
         default=None, description="Use this existing PVC as the model cache.", max_length=253

@@ -11,6 +11,7 @@ from speculators_operator.api.base import (
     K8sModel,
     Quantity,
     cel,
+    positive_quantity_rule,
     re2,
     rule,
     secret_name_field,
@@ -80,12 +81,7 @@ class CaptureClaim(K8sModel):
     size: Quantity = Field(
         default="10Gi",
         description="Size of the created claim (ignored with claimName).",
-        json_schema_extra=cel(
-            rule(
-                "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
-                "traffic.capture.pvc.size must be a positive quantity such as 10Gi",
-            )
-        ),
+        json_schema_extra=cel(positive_quantity_rule("traffic.capture.pvc.size", "10Gi")),
     )
     storage_class_name: str | None = Field(
         default=None, description="StorageClass of the created claim.", max_length=253

@@ -12,6 +12,7 @@ from speculators_operator.api.base import (
     K8sModel,
     Quantity,
     cel,
+    positive_quantity_rule,
     re2,
     rule,
 )
@@ -253,12 +254,7 @@ class PvcOutput(K8sModel):
     size: Quantity = Field(
         default="200Gi",
         description="Size of the created claim (ignored with claimName).",
-        json_schema_extra=cel(
-            rule(
-                "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
-                "output.pvc.size must be a positive quantity such as 200Gi",
-            )
-        ),
+        json_schema_extra=cel(positive_quantity_rule("output.pvc.size", "200Gi")),
     )
     storage_class_name: str | None = Field(
         default=None,

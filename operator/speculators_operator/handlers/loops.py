@@ -126,8 +126,10 @@ class MetricsLoop:
                     },
                 )
                 # Canary pods (a retrained draft on trial) get a window of their own.
-                canary = [p for p in pods if (p["metadata"].get("labels") or {}).get(c.LABEL_TRACK)]
-                stable = [p for p in pods if p not in canary]
+                canary, stable = [], []
+                for pod in pods:
+                    on_canary = (pod["metadata"].get("labels") or {}).get(c.LABEL_TRACK)
+                    (canary if on_canary else stable).append(pod)
                 buckets = tuple(ctx.spec.tuning.load_buckets)
                 all_targets = scraper.targets(stable, ctx.spec.vllm.port)
                 canary_targets = scraper.targets(canary, ctx.spec.vllm.port)

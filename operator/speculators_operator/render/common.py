@@ -103,6 +103,27 @@ def child_metadata(
     return meta
 
 
+def claim(
+    owner: dict[str, Any],
+    name: str,
+    child_labels: dict[str, str],
+    *,
+    access_mode: str,
+    size: str,
+    storage_class: str | None,
+) -> dict[str, Any]:
+    """A PersistentVolumeClaim the operator creates for `owner` (workspace, model cache, traffic)."""
+    spec: dict[str, Any] = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": child_metadata(owner, name, child_labels),
+        "spec": spec,
+    }
+
+
 def pod_security_context(overrides: PodSecurityOverrides | None = None) -> dict[str, Any]:
     """Pod Security "restricted" and OpenShift restricted-v2: non-root without a fixed UID."""
     ctx: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}

@@ -107,18 +107,15 @@ def capture_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:
     if not capture.enabled or capture.pvc.claim_name:
         return None
     name = f"{ctx.name}-traffic"
-    spec: dict[str, Any] = {
-        "accessModes": [capture.pvc.access_mode],
-        "resources": {"requests": {"storage": capture.pvc.size}},
-    }
-    if capture.pvc.storage_class_name:
-        spec["storageClassName"] = capture.pvc.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "traffic", name)),
-        "spec": spec,
-    }
+    pvc = capture.pvc
+    return r.claim(
+        ctx.body,
+        name,
+        _labels(ctx, "traffic", name),
+        access_mode=pvc.access_mode,
+        size=pvc.size,
+        storage_class=pvc.storage_class_name,
+    )
 
 
 def capture_container(ctx: SpeculatorContext) -> dict[str, Any]:
@@ -164,15 +161,14 @@ def cache_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:
     name = f"{ctx.name}-cache"
     # A cache shared by several replicas must be mountable on several nodes.
     mode = "ReadWriteMany" if ctx.spec.replicas > 1 else "ReadWriteOnce"
-    spec: dict[str, Any] = {"accessModes": [mode], "resources": {"requests": {"storage": cache.size}}}
-    if cache.storage_class_name:
-        spec["storageClassName"] = cache.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "cache", name)),
-        "spec": spec,
-    }
+    return r.claim(
+        ctx.body,
+        name,
+        _labels(ctx, "cache", name),
+        access_mode=mode,
+        size=cache.size,
+        storage_class=cache.storage_class_name,
+    )
 
 
 def draft_source(ctx: SpeculatorContext) -> ModelSource | None:

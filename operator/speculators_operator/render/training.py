@@ -148,18 +148,14 @@ def workspace_pvc(ctx: TrainingContext) -> dict[str, Any] | None:
     if pvc.claim_name:
         return None
     name = f"{ctx.name}-workspace"
-    spec: dict[str, Any] = {
-        "accessModes": [pvc.access_mode],
-        "resources": {"requests": {"storage": pvc.size}},
-    }
-    if pvc.storage_class_name:
-        spec["storageClassName"] = pvc.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": r.child_metadata(ctx.body, name, _labels(ctx, "workspace", name)),
-        "spec": spec,
-    }
+    return r.claim(
+        ctx.body,
+        name,
+        _labels(ctx, "workspace", name),
+        access_mode=pvc.access_mode,
+        size=pvc.size,
+        storage_class=pvc.storage_class_name,
+    )
 
 
 def train_service(ctx: TrainingContext) -> dict[str, Any] | None:

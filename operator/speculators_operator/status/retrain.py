@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_core.eval.cost import acceptance_length_by_k
+from speculators_operator import constants as c
 from speculators_operator.api.common import ModelSource
 from speculators_operator.api.speculator import DraftSource
 from speculators_operator.render import retrain as render_retrain
@@ -168,7 +169,7 @@ class _Loop:
         annotations = dep["metadata"].get("annotations") or {}
         current = st.get("observedGeneration") == dep["metadata"].get("generation")
         want = int(self.canary.get("replicas") or 1)
-        serves = annotations.get("speculators.ai/draft") == (self.canary.get("draft") or {}).get("uri")
+        serves = annotations.get(c.ANNOTATION_DRAFT) == (self.canary.get("draft") or {}).get("uri")
         return ready, current and serves and ready >= want and int(st.get("updatedReplicas") or 0) >= want
 
     def _end_canary(self, phase: str, decision: str) -> None:
@@ -203,12 +204,9 @@ class _Loop:
             return stable
         phase = canary.get("phase")
         if phase not in ACTIVE:
-            if self.obs.canary is not None:
-                self.out.delete.append(self.obs.canary)  # decided: the canary goes (also after a restart)
             return stable
         spec = self.spec.canary
         draft = canary.get("draft") or {}
-        source = ResolvedDraft(ModelSource(uri=draft["uri"]), str(draft.get("method") or stable.method), 0)
         k = stable.num_speculative_tokens
         canary_m = measure(self.obs.canary_acceptance, draft.get("uri"), k, self.now)
         stable_m = measure(self.obs.stable_acceptance, stable.source.uri, k, self.now)
@@ -264,11 +262,22 @@ class _Loop:
             if self.obs.stable_uri == stable.source.uri and self.obs.stable_ready:
                 canary["phase"] = "Promoted"
                 self.r["servedUri"], self.r["servedSince"] = stable.source.uri, self.now
-        if canary.get("phase") in ("Starting", "Running", "Promoting"):
-            self.out.canary = ResolvedDraft(source.source, source.method, k, schedule=stable.schedule)
+        return stable
+
+    def _canary_workload(self, stable: ResolvedDraft) -> None:
+        """Render the canary Deployment while the canary is active, else delete what is left of it (also
+        after a restart)."""
+        canary = self.canary
+        if canary is not None and canary.get("phase") in ACTIVE:
+            draft = canary["draft"]
+            self.out.canary = ResolvedDraft(
+                ModelSource(uri=draft["uri"]),
+                str(draft.get("method") or stable.method),
+                stable.num_speculative_tokens,
+                schedule=stable.schedule,
+            )
         elif self.obs.canary is not None:
             self.out.delete.append(self.obs.canary)
-        return stable
 
     # -- retrain ------------------------------------------------------------------------------------
 
@@ -475,22 +484,14 @@ class _Loop:
     def run(self) -> LoopOutcome:
         stable = self._stable()
         stable = self._run_canary(stable)
-        self._run_training(stable)
-        if self.canary is not None and self.canary.get("phase") == "Starting" and self.out.canary is None:
-            # Started in this pass (the training just passed its gate): render it now.
-            draft = self.canary["draft"]
-            self.out.canary = ResolvedDraft(
-                ModelSource(uri=draft["uri"]),
-                str(draft["method"]),
-                stable.num_speculative_tokens,
-                schedule=stable.schedule,
-            )
+        self._run_training(stable)  # may start a canary: rendered in the same pass
+        self._canary_workload(stable)
         drift = self._drift(stable)
         self.out.stable = stable
         self.out.retrain = self.r or None
         self.out.canary_status = self.canary
         self.out.previous_drafts = self.previous_drafts
-        self.out.conditions = [c for c in (drift, self._retraining_cond(), self._canary_cond()) if c]
+        self.out.conditions = [x for x in (drift, self._retraining_cond(), self._canary_cond()) if x]
         return self.out
 
 
