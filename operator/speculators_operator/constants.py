@@ -44,6 +44,8 @@ ANNOTATION_SPECULATIVE: Final = f"{GROUP}/speculative"
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 # On vLLM Deployments: the draft URI they serve.
 ANNOTATION_DRAFT: Final = f"{GROUP}/draft"
+# On an InferenceService: the draft its spec.canary serves (to tell a pruned spec.canary from none).
+ANNOTATION_CANARY: Final = f"{GROUP}/canary"
 # On a retrain SpeculatorTraining: the draft it was started to replace.
 ANNOTATION_RETRAIN_OF: Final = f"{GROUP}/retrain-of"
 

@@ -433,3 +433,34 @@ def test_eagle_training_with_its_defaults_is_accepted(kube_api, namespace, opera
 def test_eagle_training_cannot_deploy(kube_api, namespace, operator_crds):
     body = _set(_set(training_body("valid"), "spec.algorithm", "eagle"), "spec.deploy", {})
     _reject(kube_api, namespace, body, "deploy needs algorithm eagle3")
+
+
+LOOP_RETRAIN = {"when": {"dropFraction": 0.2}, "template": {}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"backend": "kserve", "traffic": {"capture": {"enabled": True}}},
+            "traffic.capture needs backend deployment",
+        ),
+        ({"retrain": LOOP_RETRAIN}, "retrain trains on retrain.template.data or on the captured traffic"),
+        (
+            {"traffic": {"capture": {"enabled": True, "port": 8000}}},
+            "traffic.capture.port must differ from vllm.port",
+        ),
+    ],
+    ids=["capture-on-kserve", "retrain-without-data", "capture-port-is-vllm-port"],
+)
+def test_the_loops_rules(kube_api, namespace, operator_crds, spec, message):
+    body = speculator_body("valid")
+    body["spec"].update(spec)
+    _reject(kube_api, namespace, body, message)
+
+
+def test_a_retrain_on_kserve_with_its_own_data_is_accepted(kube_api, namespace, operator_crds):
+    body = speculator_body("kserve-loop")
+    retrain = {**LOOP_RETRAIN, "template": {"data": {"datasets": [{"uri": DATASET}]}}}
+    body["spec"].update(backend="kserve", retrain=retrain)
+    kube_api.create(body, namespace)

@@ -239,7 +239,7 @@ def test_a_new_k_changes_both_backends_pod_templates():
     isvcs = [kserve.inference_service(ctx, d)["spec"]["predictor"] for d in (three, scheduled)]
     assert isvcs[0]["annotations"] != isvcs[1]["annotations"]
     assert isvcs[1]["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    args = kserve.serving_runtime(ctx, scheduled)["spec"]["containers"][0]["args"]
+    args = isvcs[1]["model"]["args"]
     config = json.loads(args[args.index("--speculative-config") + 1])
     assert config["num_speculative_tokens"] == 4
     assert config["num_speculative_tokens_per_batch_size"] == [[1, 4, 4], [5, 65536, 0]]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from localrun.kserve_standin import predictor_pod
+
 RESTRICTED_VOLUMES = {
     "configMap",
     "csi",
@@ -91,25 +93,6 @@ def violations(pod: dict[str, Any], *, uid_overrides_allowed: bool = False) -> l
 
 
 def kserve_predictor_pod(serving_runtime: dict[str, Any], isvc: dict[str, Any]) -> dict[str, Any]:
-    """Stand-in for KServe's controller: the predictor pod of `isvc` on `serving_runtime`.
-
-    As KServe does it: the runtime's container named kserve-container, with the predictor's model fields
-    (resources, env, ...) laid over it; pod-level fields from the predictor; volumes of both. KServe's
-    own storage-initializer init container (for storageUri) is KServe's, configured by its admin, and is
-    not part of what this operator renders.
-    """
-    predictor = dict(isvc["spec"]["predictor"])
-    model = predictor.pop("model")
-    runtime = serving_runtime["spec"]
-    (container,) = [dict(c) for c in runtime["containers"]]
-    for key in ("resources", "env", "args", "securityContext", "volumeMounts"):
-        if key in model:
-            container[key] = model[key]
-    pod_fields = {
-        k: v
-        for k, v in predictor.items()
-        if k not in ("minReplicas", "maxReplicas", "labels", "annotations", "scaleTarget", "scaleMetric")
-    }
-    pod = {**pod_fields, "containers": [container]}
-    pod["volumes"] = [*(runtime.get("volumes") or []), *(predictor.get("volumes") or [])]
-    return pod
+    """Stand-in for KServe's controller: the predictor pod of `isvc` on `serving_runtime`, merged as KServe
+    merges it (hack/localrun/kserve_standin.py)."""
+    return predictor_pod(serving_runtime, isvc["spec"]["predictor"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pod_rules import kserve_predictor_pod
 from shiplib import speculator_body
 
 from speculators_operator.api.common import ModelSource
@@ -33,9 +34,14 @@ def _spec_config(args: list[str]) -> dict[str, Any]:
     return json.loads(args[args.index("--speculative-config") + 1])
 
 
-def test_serving_runtime_runs_vllm_with_the_draft_in_speculative_config() -> None:
+def test_the_predictor_pod_runs_vllm_with_the_draft_in_speculative_config() -> None:
+    """The runtime holds vLLM without the draft; the predictor's model args add --speculative-config (KServe
+    appends them), so stable and canary predictors share one runtime, each with its own draft."""
     ctx = _ctx()
     sr = kserve.serving_runtime(ctx, DRAFT)
+    assert "--speculative-config" not in sr["spec"]["containers"][0]["args"]
+    model = kserve.inference_service(ctx, DRAFT)["spec"]["predictor"]["model"]
+    assert model["args"][0] == "--speculative-config" and len(model["args"]) == 2
     assert sr["apiVersion"] == "serving.kserve.io/v1alpha1" and sr["metadata"]["name"] == "granite-vllm"
     assert sr["metadata"]["labels"]["opendatahub.io/dashboard"] == "true"
     assert sr["metadata"]["labels"]["app.kubernetes.io/instance"] == "granite-vllm"  # never the parent's
@@ -45,7 +51,10 @@ def test_serving_runtime_runs_vllm_with_the_draft_in_speculative_config() -> Non
     assert container["name"] == "kserve-container" and container["image"] == "registry.example/vllm:1"
     argv = container["command"] + container["args"]
     assert argv[:3] == ["vllm", "serve", "/mnt/models"]  # the verifier from storageUri
-    assert _spec_config(container["args"]) == {
+    pod = kserve_predictor_pod(sr, kserve.inference_service(ctx, DRAFT))
+    (merged,) = pod["containers"]
+    assert merged["args"][: len(container["args"])] == container["args"]
+    assert _spec_config(merged["args"]) == {
         "model": "/models/draft",
         "method": "eagle3",
         "num_speculative_tokens": 3,
@@ -61,8 +70,9 @@ def test_serving_runtime_runs_vllm_with_the_draft_in_speculative_config() -> Non
     assert env["HOME"].startswith("/scratch") and env["HF_HOME"].startswith("/scratch")
     volumes = {v["name"]: v for v in sr["spec"]["volumes"]}
     assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    mounts = {m["mountPath"] for m in merged["volumeMounts"]}
     assert {"/dev/shm", "/scratch", "/models"} <= mounts
+    assert "/models" not in {m["mountPath"] for m in container["volumeMounts"]}  # the predictor's volume
 
 
 def test_inference_service_is_standard_mode_and_listed_in_the_dashboard() -> None:
@@ -119,7 +129,7 @@ def test_hf_revision_and_pvc_sources() -> None:
         v["persistentVolumeClaim"]["claimName"] for v in predictor["volumes"] if "persistentVolumeClaim" in v
     }
     assert claims == {"workspace"}
-    container = kserve.serving_runtime(ctx, pvc_draft)["spec"]["containers"][0]
+    container = kserve_predictor_pod(kserve.serving_runtime(ctx, pvc_draft), isvc)["containers"][0]
     assert _spec_config(container["args"])["model"] == "/mnt/pvc/workspace/granite-train/model"
     assert {"name": "pvc-workspace", "mountPath": "/mnt/pvc/workspace", "readOnly": True} in container[
         "volumeMounts"
@@ -307,5 +317,5 @@ def test_switching_backends_deletes_the_other_backends_children() -> None:
 
 
 def test_kserve_pods_are_found_under_the_predictor_deployment_name() -> None:
-    assert kserve.workload_name(_ctx()) == "granite-predictor"
-    assert kserve.workload_name(SpeculatorContext.of(speculator_body(), IMAGES)) == "granite-vllm"
+    assert _ctx().workload_name == "granite-predictor"
+    assert SpeculatorContext.of(speculator_body(), IMAGES).workload_name == "granite-vllm"

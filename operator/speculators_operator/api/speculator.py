@@ -181,7 +181,8 @@ class RetrainSpec(K8sModel):
 
 
 class CanarySpec(K8sModel):
-    """How a retrained draft is tried: a second Deployment behind the same Service, compared live."""
+    """How a retrained draft is tried: a second Deployment behind the same Service (backend kserve: the
+    InferenceService's spec.canary, with this share of the pods as its trafficPercent), compared live."""
 
     __cel__ = (
         rule(
@@ -190,7 +191,12 @@ class CanarySpec(K8sModel):
         ),
     )
 
-    replicas: int = Field(default=1, description="Canary pods (in addition to spec.replicas).", ge=1, le=1024)
+    replicas: int = Field(
+        default=1,
+        description="Canary pods: added to spec.replicas (backend kserve: KServe takes them out of them).",
+        ge=1,
+        le=1024,
+    )
     fraction: float | None = Field(
         default=None,
         description="Instead of replicas: this fraction of spec.replicas, rounded up (e.g. 0.25).",
@@ -232,9 +238,9 @@ class SpeculatorSpec(ServingSpec):
             field_path=".retrain",
         ),
         rule(
-            "self.backend == 'deployment' || (!self.traffic.capture.enabled && !has(self.retrain))",
-            "traffic.capture and retrain need backend deployment (the canary is a second Deployment "
-            "behind the same Service)",
+            "self.backend == 'deployment' || !self.traffic.capture.enabled",
+            "traffic.capture needs backend deployment (the capturing proxy sits in front of vLLM in the "
+            "operator's own pods); with backend kserve, give retrain.template.data instead",
             field_path=".backend",
         ),
         rule(

@@ -17,7 +17,6 @@ from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.kube import Kube
 from speculators_operator.metrics import prometheus, scraper
 from speculators_operator.metrics.store import MetricsStore, canary_key
-from speculators_operator.render.kserve import workload_name
 from speculators_operator.render.speculator import SpeculatorContext
 from speculators_operator.status.retrain import ACTIVE as CANARY_ACTIVE
 
@@ -107,13 +106,13 @@ class MetricsLoop:
             if spec.source == "prometheus" and spec.prometheus_url:
                 try:
                     delta, pods = await prometheus.query_acceptance(
-                        spec.prometheus_url, ns, workload_name(ctx), spec.window_seconds
+                        spec.prometheus_url, ns, ctx.workload_name, spec.window_seconds
                     )
                     state = self.store.record_query(key, spec.window_seconds, delta, pods, time.time())
                 except prometheus.PrometheusError as exc:
                     state = self.store.record_query(key, spec.window_seconds, None, 0, time.time(), str(exc))
                 if ((body.get("status") or {}).get("canary") or {}).get("phase") in CANARY_ACTIVE:
-                    await self._query_canary(key, spec, f"{workload_name(ctx)}-canary")
+                    await self._query_canary(key, spec, ctx.canary_name)
             else:
                 pods = await asyncio.to_thread(
                     self.kube.list,

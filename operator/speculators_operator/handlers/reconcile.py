@@ -204,6 +204,11 @@ class Reconciler:
         if observed.kserve_served:
             isvc = self.kube.get("InferenceService", ns, name)
             observed.inference_service = isvc if _owned_by(isvc, body) else None
+            if observed.inference_service is not None:
+                # KServe's Deployments: which draft the stable and canary predictor pods serve.
+                for attr, suffix in (("kserve_predictor", ""), ("kserve_canary", "-canary")):
+                    dep = self.kube.get("Deployment", ns, f"{name}{suffix}-predictor")
+                    setattr(observed, attr, dep if _owned_by(dep, observed.inference_service) else None)
             runtime = self.kube.get("ServingRuntime", ns, f"{name}-vllm")
             observed.serving_runtime = runtime if _owned_by(runtime, body) else None
         observed.routes_served = self.kube.serves("Route")

@@ -28,6 +28,7 @@ from speculators_core.sources import parse_source
 from speculators_operator import constants as c
 from speculators_operator.render import common as r
 from speculators_operator.render.speculator import (
+    KSERVE_CANARY,
     ResolvedDraft,
     SpeculatorContext,
     pod_selector,
@@ -42,6 +43,7 @@ MODEL_FORMAT = "vLLM"
 KSERVE_MODEL_DIR = "/mnt/models"
 # KServe's own container name: it merges the predictor's model container into the runtime's by this name.
 CONTAINER = "kserve-container"
+SPECULATIVE_FLAG = "--speculative-config"
 
 DASHBOARD_LABEL = "opendatahub.io/dashboard"
 DISPLAY_NAME = "openshift.io/display-name"
@@ -52,16 +54,6 @@ STOP = "serving.kserve.io/stop"
 
 def runtime_name(ctx: SpeculatorContext) -> str:
     return f"{ctx.name}-vllm"
-
-
-def predictor_service_name(ctx: SpeculatorContext) -> str:
-    """The Service KServe creates for the predictor in Standard mode."""
-    return f"{ctx.name}-predictor"
-
-
-def workload_name(ctx: SpeculatorContext) -> str:
-    """The Deployment whose pods serve: ours (<name>-vllm), or KServe's predictor (<name>-predictor)."""
-    return predictor_service_name(ctx) if ctx.spec.backend == "kserve" else ctx.deployment_name
 
 
 def display_name(ctx: SpeculatorContext) -> str:
@@ -123,10 +115,22 @@ def _pod_parts(ctx: SpeculatorContext, draft: ResolvedDraft) -> tuple[r.PodParts
     return parts, verifier_path, draft_path
 
 
-def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
-    spec = ctx.spec
-    parts, verifier_path, draft_path = _pod_parts(ctx, draft)
+def _argv(
+    ctx: SpeculatorContext, draft: ResolvedDraft, verifier_path: str, draft_path: str
+) -> tuple[list[str], list[str]]:
+    """vLLM's command line split in two: the runtime's part (everything but the draft), and the
+    predictor's `--speculative-config` (KServe appends a predictor's model args to the runtime's)."""
     argv = vllm_argv(ctx, verifier_path, draft_path, draft)
+    at = argv.index(SPECULATIVE_FLAG)
+    return [*argv[:at], *argv[at + 2 :]], argv[at : at + 2]
+
+
+def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+    """The vLLM container without the draft: each predictor (stable, canary) brings its own draft's mounts
+    and --speculative-config, so one runtime serves both."""
+    spec = ctx.spec
+    _, verifier_path, draft_path = _pod_parts(ctx, draft)
+    argv, _ = _argv(ctx, draft, verifier_path, draft_path)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": ctx.vllm_image,
@@ -138,7 +142,7 @@ def serving_runtime(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, A
         **vllm_probes(ctx, startup_path="/v1/models"),
         "securityContext": r.container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [*r.base_mounts(), *parts.mounts],
+        "volumeMounts": r.base_mounts(),
     }
     name = runtime_name(ctx)
     annotations = {
@@ -168,11 +172,23 @@ def _speculative_key(draft: ResolvedDraft) -> str:
     return f"{draft.method}/{json.dumps(plan, separators=(',', ':'))}"
 
 
-def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str, Any]:
+def canary_traffic_percent(ctx: SpeculatorContext) -> int:
+    """The canary's share of the traffic: its share of the pods, as KServe runs them (it scales the stable
+    predictor down by the ready canary replicas, to no fewer than 1)."""
+    canary = ctx.canary_replicas()
+    stable = max(ctx.spec.replicas - canary, 1)
+    return max(1, min(99, round(100 * canary / (stable + canary))))
+
+
+def _predictor(ctx: SpeculatorContext, draft: ResolvedDraft, *, canary: bool) -> dict[str, Any]:
+    """The pod-level part of a predictor: the stable one, or the canary serving a retrained draft."""
     spec = ctx.spec
-    parts, _, _ = _pod_parts(ctx, draft)
-    pod_labels = {**_labels(ctx, "vllm", ctx.deployment_name), **pod_selector(ctx)}
+    parts, verifier_path, draft_path = _pod_parts(ctx, draft)
+    instance = ctx.canary_name if canary else ctx.deployment_name
+    pod_labels = {**_labels(ctx, "vllm", instance), **pod_selector(ctx), c.LABEL_INSTANCE: instance}
     pod_labels.pop(DASHBOARD_LABEL)
+    if canary:
+        pod_labels[c.LABEL_TRACK] = c.TRACK_CANARY
     template_meta = r.pod_template_metadata(
         pod_labels,
         spec.pod_metadata,
@@ -180,28 +196,24 @@ def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str,
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(spec.vllm.port),
             "prometheus.io/path": "/metrics",
-            # What the pods draft: a new k (automatic k) changes the InferenceService itself, so KServe
-            # rolls its pods, which a change of the ServingRuntime's args alone would not do.
+            # What the pods draft (method and k or schedule), readable without parsing the args.
             c.ANNOTATION_SPECULATIVE: _speculative_key(draft),
+            # Which draft they serve, readable on KServe's Deployment (the loop waits for it).
+            c.ANNOTATION_DRAFT: draft.source.uri,
         },
     )
     model: dict[str, Any] = {
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": runtime_name(ctx),
         "resources": r.resources(spec.resources, r.gpu_limits(spec.vllm.tensor_parallel_size)),
+        # KServe merges these into the runtime's container: mounts by path, args appended.
+        "args": _argv(ctx, draft, verifier_path, draft_path)[1],
+        "volumeMounts": parts.mounts,
     }
     storage_uri = verifier_storage_uri(ctx)
     if storage_uri:
         model["storageUri"] = storage_uri
-    replicas = max(spec.replicas, 1)
     predictor: dict[str, Any] = {
-        "minReplicas": replicas,
-        "maxReplicas": replicas,
-        # Standard (raw Deployment) mode: never below the ready replicas while a new k rolls out.
-        "deploymentStrategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-        },
         "labels": template_meta["labels"],
         "annotations": template_meta.get("annotations", {}),
         "securityContext": r.pod_security_context(spec.security_context),
@@ -212,6 +224,30 @@ def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str,
     if parts.init_containers:
         predictor["initContainers"] = parts.init_containers
     r.apply_scheduling(predictor, spec.scheduling)
+    if canary:
+        # KServe lays the canary's predictor over the stable one; its replicas are fixed (no maxReplicas).
+        # The CRD's canary model is a full container: it needs its name (KServe's own container name).
+        predictor["model"] = {"name": CONTAINER, **model}
+        return {"name": KSERVE_CANARY, "minReplicas": ctx.canary_replicas(), **predictor}
+    replicas = max(spec.replicas, 1)
+    return {
+        "minReplicas": replicas,
+        "maxReplicas": replicas,
+        # Standard (raw Deployment) mode: never below the ready replicas while a new k rolls out.
+        "deploymentStrategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        **predictor,
+    }
+
+
+def inference_service(
+    ctx: SpeculatorContext, draft: ResolvedDraft, canary: ResolvedDraft | None = None
+) -> dict[str, Any]:
+    """The InferenceService; with `canary`, KServe's own canary (spec.canary, KServe >= 0.20) serves that
+    draft on its own Deployment and takes canary_traffic_percent of the traffic through the gateway."""
+    spec = ctx.spec
     annotations = {
         DEPLOYMENT_MODE: "Standard",
         DISPLAY_NAME: display_name(ctx),
@@ -220,9 +256,25 @@ def inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[str,
     }
     if spec.replicas == 0:
         annotations[STOP] = "true"  # KServe's way to run no pods (reported as the Stopped condition)
+    isvc_spec: dict[str, Any] = {"predictor": _predictor(ctx, draft, canary=False)}
+    if canary is not None:
+        isvc_spec["canary"] = [
+            {"predictor": _predictor(ctx, canary, canary=True), "trafficPercent": canary_traffic_percent(ctx)}
+        ]
+        # Written with spec.canary in one apply: an InferenceService that has this but no spec.canary is
+        # one whose CRD pruned the field (KServe < 0.20).
+        annotations[c.ANNOTATION_CANARY] = canary.source.uri
     return {
         "apiVersion": ISVC_API_VERSION,
         "kind": "InferenceService",
         "metadata": r.child_metadata(ctx.body, ctx.name, _labels(ctx, "service", ctx.name), annotations),
-        "spec": {"predictor": predictor},
+        "spec": isvc_spec,
     }
+
+
+def canary_pruned(isvc: dict[str, Any] | None) -> bool:
+    """We applied a canary and the API server dropped it: this KServe has no spec.canary."""
+    if isvc is None:
+        return False
+    annotations = isvc["metadata"].get("annotations") or {}
+    return bool(annotations.get(c.ANNOTATION_CANARY)) and not (isvc.get("spec") or {}).get("canary")

@@ -11,23 +11,22 @@ from typing import Any
 
 from speculators_operator import constants as c
 from speculators_operator.render import common as r
-from speculators_operator.render.kserve import predictor_service_name
 from speculators_operator.render.speculator import SpeculatorContext
 
 API_VERSION = "route.openshift.io/v1"
 
 
-def target_service(ctx: SpeculatorContext) -> str:
-    return predictor_service_name(ctx) if ctx.spec.backend == "kserve" else ctx.name
-
-
-def route(ctx: SpeculatorContext) -> dict[str, Any]:
+def route(ctx: SpeculatorContext, canary_percent: int | None = None) -> dict[str, Any]:
+    """With `canary_percent` (backend kserve, a canary running), the router splits the traffic as KServe's
+    gateway does: KServe's canary has a Service of its own, which the predictor Service does not select."""
     spec: dict[str, Any] = {
-        "to": {"kind": "Service", "name": target_service(ctx), "weight": 100},
+        "to": {"kind": "Service", "name": ctx.service_name, "weight": 100 - (canary_percent or 0)},
         "port": {"targetPort": ctx.spec.vllm.port},
         "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
         "wildcardPolicy": "None",
     }
+    if canary_percent:
+        spec["alternateBackends"] = [{"kind": "Service", "name": ctx.canary_name, "weight": canary_percent}]
     if ctx.spec.route.host:
         spec["host"] = ctx.spec.route.host
     labels = r.labels(c.APP_SPECULATOR, "route", ctx.name, c.LABEL_SPECULATOR, ctx.name)

@@ -14,6 +14,10 @@ from speculators_operator.api.speculator import SpeculatorSpec
 from speculators_operator.render import common as r
 
 PROBE_PERIOD_SECONDS = 10
+# backend kserve: the predictor Service KServe creates in Standard mode listens on port 80, and a canary
+# predictor named "canary" runs as Deployment and Service <isvc>-canary-predictor.
+KSERVE_SERVICE_PORT = 80
+KSERVE_CANARY = "canary"
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,31 @@ class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
     spec_model = SpeculatorSpec
 
     @property
+    def kserve(self) -> bool:
+        return self.spec.backend == "kserve"
+
+    @property
     def deployment_name(self) -> str:
         return f"{self.name}-vllm"
 
     @property
+    def workload_name(self) -> str:
+        """The Deployment whose pods serve: ours (<name>-vllm), or KServe's predictor (<name>-predictor)."""
+        return f"{self.name}-predictor" if self.kserve else self.deployment_name
+
+    @property
     def canary_name(self) -> str:
-        return f"{self.name}-vllm-canary"
+        """The canary's Deployment: ours, or the one KServe runs for the InferenceService's canary."""
+        return f"{self.name}-{KSERVE_CANARY}-predictor" if self.kserve else f"{self.name}-vllm-canary"
+
+    @property
+    def service_name(self) -> str:
+        """The Service in front of the pods: ours, or KServe's predictor Service."""
+        return f"{self.name}-predictor" if self.kserve else self.name
+
+    @property
+    def service_port(self) -> int:
+        return KSERVE_SERVICE_PORT if self.kserve else self.spec.service.port
 
     @property
     def capture_claim(self) -> str | None:
@@ -98,7 +121,7 @@ def selector_string(ctx: SpeculatorContext) -> str:
 
 def service_url(ctx: SpeculatorContext) -> str:
     """Cluster-domain-independent in-cluster URL (resolves through the pod's DNS search path)."""
-    return f"http://{ctx.name}.{ctx.namespace}.svc:{ctx.spec.service.port}"
+    return f"http://{ctx.service_name}.{ctx.namespace}.svc:{ctx.service_port}"
 
 
 def capture_pvc(ctx: SpeculatorContext) -> dict[str, Any] | None:

@@ -38,6 +38,10 @@ class LoopObserved:
     stable_acceptance: dict[str, Any] | None = None  # status.acceptance (stable pods only)
     stable_uri: str | None = None  # the draft the stable Deployment serves (its annotation)
     stable_ready: bool = False  # the stable Deployment has rolled out and is available
+    # backend kserve: the canary Deployment is KServe's (it goes when spec.canary does), and a KServe
+    # without spec.canary (< 0.20) dropped the field: why no canary can run, then.
+    canary_owned: bool = True
+    canary_refused: str | None = None
 
 
 @dataclass
@@ -58,6 +62,15 @@ def draft_identity(draft: DraftSource) -> str:
     if draft.training_ref is not None:
         return f"training:{draft.training_ref.name}"
     return f"uri:{draft.uri}@{draft.revision or ''}"
+
+
+def served_draft(deployment: dict[str, Any] | None) -> str | None:
+    """The draft a vLLM Deployment serves: its annotation (ours), else its pod template's (KServe's)."""
+    if deployment is None:
+        return None
+    found = (deployment["metadata"].get("annotations") or {}).get(c.ANNOTATION_DRAFT)
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return found or (template.get("annotations") or {}).get(c.ANNOTATION_DRAFT)
 
 
 def _seconds(since: str | None, now: str) -> float:
@@ -166,10 +179,9 @@ class _Loop:
             return 0, False
         st = dep.get("status") or {}
         ready = int(st.get("readyReplicas") or 0)
-        annotations = dep["metadata"].get("annotations") or {}
         current = st.get("observedGeneration") == dep["metadata"].get("generation")
         want = int(self.canary.get("replicas") or 1)
-        serves = annotations.get(c.ANNOTATION_DRAFT) == (self.canary.get("draft") or {}).get("uri")
+        serves = served_draft(dep) == (self.canary.get("draft") or {}).get("uri")
         return ready, current and serves and ready >= want and int(st.get("updatedReplicas") or 0) >= want
 
     def _end_canary(self, phase: str, decision: str) -> None:
@@ -215,6 +227,8 @@ class _Loop:
         canary["readyReplicas"] = ready
         if self.spec.retrain is None:
             self._end_canary("RolledBack", "spec.retrain was removed: the canary is stopped")
+        elif self.obs.canary_refused and phase in ("Starting", "Running"):
+            self._end_canary("RolledBack", f"CanaryUnsupported: {self.obs.canary_refused}")
         elif phase == "Starting":
             if all_ready:
                 canary.update(phase="Running", startTime=self.now)
@@ -276,7 +290,7 @@ class _Loop:
                 stable.num_speculative_tokens,
                 schedule=stable.schedule,
             )
-        elif self.obs.canary is not None:
+        elif self.obs.canary is not None and self.obs.canary_owned:
             self.out.delete.append(self.obs.canary)
 
     # -- retrain ------------------------------------------------------------------------------------
@@ -504,4 +518,4 @@ def run_loop(
     return _Loop(ctx, base, previous, obs, now).run()
 
 
-__all__ = ["LoopObserved", "LoopOutcome", "draft_identity", "run_loop"]
+__all__ = ["LoopObserved", "LoopOutcome", "draft_identity", "run_loop", "served_draft"]

@@ -59,6 +59,8 @@ class SpeculatorObserved:
     kserve_served: bool = False  # the cluster serves serving.kserve.io InferenceService (discovery)
     inference_service: dict[str, Any] | None = None
     serving_runtime: dict[str, Any] | None = None
+    kserve_predictor: dict[str, Any] | None = None  # KServe's Deployment <name>-predictor
+    kserve_canary: dict[str, Any] | None = None  # KServe's Deployment <name>-canary-predictor
     # spec.route
     routes_served: bool = False  # the cluster serves route.openshift.io Route (discovery)
     route: dict[str, Any] | None = None
@@ -230,6 +232,20 @@ def _pod_counts(pods: list[dict[str, Any]]) -> tuple[int, int]:
     return len(live), len(ready)
 
 
+def _rolled_out(dep: dict[str, Any] | None) -> bool:
+    """A Deployment (KServe's) whose pods all run its current template and are ready."""
+    if dep is None:
+        return False
+    st = dep.get("status") or {}
+    want = int((dep.get("spec") or {}).get("replicas", 1))
+    return (
+        st.get("observedGeneration") == dep["metadata"].get("generation")
+        and (st.get("updatedReplicas") or 0) >= want
+        and (st.get("readyReplicas") or 0) >= want
+        and (st.get("replicas") or 0) == want
+    )
+
+
 def _deployment_condition(
     ctx: render.SpeculatorContext, observed: SpeculatorObserved, draft_uri: str | None = None
 ) -> Cond:
@@ -339,18 +355,33 @@ def derive_speculator(
     if draft is not None:
         stable_state = observed.acceptance
         canary_state = observed.canary_acceptance
-        stable_dep = observed.deployment or {}
+        if ctx.kserve:
+            stable_dep, canary_dep = observed.kserve_predictor, observed.kserve_canary
+            stable_ready = kserve_status.deployment_condition(
+                ctx, observed.inference_service, None
+            ).status == "True" and _rolled_out(stable_dep)
+        else:
+            stable_dep, canary_dep = observed.deployment, observed.canary
+            stable_ready = _deployment_condition(ctx, observed).status == "True"
+        refused = None
+        if ctx.kserve and render_kserve.canary_pruned(observed.inference_service):
+            refused = (
+                "this KServe's InferenceService has no spec.canary (KServe 0.20 added it): the API server "
+                "dropped the canary; upgrade KServe or use backend deployment"
+            )
         outcome = loop.run_loop(
             ctx,
             draft,
             previous,
             loop.LoopObserved(
                 trainings=observed.retrains,
-                canary=observed.canary,
+                canary=canary_dep,
                 canary_acceptance=canary_state.summary if canary_state is not None else None,
                 stable_acceptance=stable_state.summary if stable_state is not None else None,
-                stable_uri=(stable_dep.get("metadata", {}).get("annotations") or {}).get(c.ANNOTATION_DRAFT),
-                stable_ready=_deployment_condition(ctx, observed).status == "True",
+                stable_uri=loop.served_draft(stable_dep),
+                stable_ready=stable_ready,
+                canary_owned=not ctx.kserve,
+                canary_refused=refused,
             ),
             now,
         )
@@ -380,7 +411,7 @@ def derive_speculator(
     stale = (
         [observed.inference_service, observed.serving_runtime]
         if not kserve
-        else [observed.deployment, observed.service]
+        else [observed.deployment, observed.canary, observed.service]
     )
     plan.delete += [obj for obj in stale if obj is not None]
     if kserve and not observed.kserve_served:
@@ -403,24 +434,35 @@ def derive_speculator(
         pvc = render.cache_pvc(ctx)
         if pvc and observed.cache is None:
             plan.create.append(pvc)
+        canary = None
+        if outcome is not None and outcome.canary is not None:
+            # The canary drafts exactly as the stable pods do (k, schedule): only the draft differs.
+            canary = replace(
+                outcome.canary, num_speculative_tokens=draft.num_speculative_tokens, schedule=draft.schedule
+            )
         if kserve:
             plan.apply.append(render_kserve.serving_runtime(ctx, draft))
-            plan.apply.append(render_kserve.inference_service(ctx, draft))
+            plan.apply.append(render_kserve.inference_service(ctx, draft, canary))
             deploy_cond = kserve_status.deployment_condition(
                 ctx, observed.inference_service, _pod_failure(observed)
             )
+            if deploy_cond.status == "True" and loop.served_draft(observed.kserve_predictor) not in (
+                None,
+                draft.source.uri,
+            ):
+                # Ready from before this apply: KServe's Deployment still serves the previous draft.
+                deploy_cond = Cond(
+                    "DeploymentReady",
+                    "Unknown",
+                    "Progressing",
+                    f"KServe rolls {ctx.workload_name} to {draft.source.uri}",
+                )
         else:
             capture = render.capture_pvc(ctx)
             if capture and observed.capture_pvc is None:
                 plan.create.append(capture)
             plan.apply.append(render.deployment(ctx, draft))
-            if outcome is not None and outcome.canary is not None:
-                # The canary drafts exactly as the stable pods do (k, schedule): only the draft differs.
-                canary = replace(
-                    outcome.canary,
-                    num_speculative_tokens=draft.num_speculative_tokens,
-                    schedule=draft.schedule,
-                )
+            if canary is not None:
                 plan.apply.append(render.deployment(ctx, canary, canary=True))
             plan.apply.append(render.service(ctx))
             deploy_cond = _deployment_condition(ctx, observed, draft.source.uri)
@@ -429,7 +471,8 @@ def derive_speculator(
     route_cond: Cond | None = None
     if spec.route.enabled:
         if observed.routes_served and draft is not None and deploy_cond.reason != KSERVE_MISSING:
-            plan.apply.append(render_route.route(ctx))
+            split = render_kserve.canary_traffic_percent(ctx) if kserve and canary is not None else None
+            plan.apply.append(render_route.route(ctx, split))
         route_cond = route_status.route_condition(
             observed.route, served=observed.routes_served, name=ctx.name
         )
@@ -475,7 +518,8 @@ def derive_speculator(
     )
     status["selector"] = render.selector_string(ctx)
     if kserve:
-        total, ready_pods = _pod_counts(observed.pods)
+        stable_pods = [p for p in observed.pods if c.LABEL_TRACK not in (p["metadata"].get("labels") or {})]
+        total, ready_pods = _pod_counts(stable_pods)
         status["replicas"], status["readyReplicas"], status["updatedReplicas"] = total, ready_pods, total
     else:
         dep_status = (observed.deployment or {}).get("status") or {}
