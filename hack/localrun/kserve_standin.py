@@ -24,9 +24,11 @@ is not simulated: the vLLM stand-ins count drafts per pod whatever sends the req
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from typing import Any
 
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 ISVC = "serving.kserve.io/v1beta1"
@@ -61,11 +63,14 @@ def _merge_by(base: list[dict[str, Any]], over: list[dict[str, Any]], key: str) 
     return list(out.values())
 
 
-def merge_container(runtime: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
-    """KServe's MergeRuntimeContainers: the model container over the runtime's, args appended."""
+def merge_container(
+    runtime: dict[str, Any], model: dict[str, Any], *, append_args: bool = True
+) -> dict[str, Any]:
+    """KServe's MergeRuntimeContainers: the model container over the runtime's, args appended (a plain
+    strategic merge, as for an LLMInferenceService over its preset, replaces them)."""
     out = copy.deepcopy(runtime)
     for key, value in model.items():
-        if key in MODEL_ONLY or key == "args":
+        if key in MODEL_ONLY or (key == "args" and append_args):
             continue
         if key == "env":
             out["env"] = _merge_by(out.get("env") or [], value, "name")
@@ -73,8 +78,59 @@ def merge_container(runtime: dict[str, Any], model: dict[str, Any]) -> dict[str,
             out["volumeMounts"] = _merge_by(out.get("volumeMounts") or [], value, "mountPath")
         else:
             out[key] = copy.deepcopy(value)
-    out["args"] = [*(runtime.get("args") or []), *(model.get("args") or [])]
+    if append_args:
+        out["args"] = [*(runtime.get("args") or []), *(model.get("args") or [])]
     return out
+
+
+def render_preset(text: str, llmisvc: dict[str, Any], *, tls: bool = False) -> str:
+    """Fill in the Go template expressions of KServe 0.20's llm presets (ReplaceVariables) for one
+    LLMInferenceService: the ones config-llm-template.yaml uses, nothing more."""
+    meta, spec = llmisvc["metadata"], llmisvc["spec"]
+    tensor = (spec.get("parallelism") or {}).get("tensor")
+    text = re.sub(
+        r"\{\{- if and \.Spec\.Parallelism \.Spec\.Parallelism\.Tensor \}\}(.*?)\{\{- end \}\}",
+        (lambda m: m.group(1).replace("{{ .Spec.Parallelism.Tensor }}", str(tensor))) if tensor else "",
+        text,
+    )
+    text = re.sub(
+        r"\{\{ if \.GlobalConfig\.EnableTLS \}\}(.*?)\{\{else\}\}(.*?)\{\{- end \}\}",
+        lambda m: m.group(1) if tls else m.group(2),
+        text,
+    )
+    text = re.sub(
+        r"\{\{ if \.GlobalConfig\.EnableTLS \}\}(.*?)\{\{- end \}\}",
+        lambda m: m.group(1) if tls else "",
+        text,
+    )
+    text = re.sub(
+        r"\{\{ ChildName \.ObjectMeta\.Name `([^`]*)` \}\}", lambda m: meta["name"] + m.group(1), text
+    )
+    text = text.replace("{{ shutdownTimeout .Spec.Template 15 }}", "15")
+    text = text.replace("{{ kvTransferConfig .Spec.KVCacheOffloading }}", "")
+    text = text.replace("{{ .Spec.Model.Name }}", str((spec.get("model") or {}).get("name") or meta["name"]))
+    text = text.replace("{{ .ObjectMeta.Namespace }}", str(meta.get("namespace") or "default"))
+    if "{{" in text:
+        raise ValueError(
+            f"a template expression this stand-in does not know: {text[text.index('{{') :][:80]}"
+        )
+    return text
+
+
+def llmisvc_pod(preset_text: str, llmisvc: dict[str, Any], *, tls: bool = False) -> dict[str, Any]:
+    """The main workload's pod spec KServe 0.20 makes of an LLMInferenceService over its preset
+    (LLMInferenceServiceConfig): mergeSpecs' strategic merge, containers and volumes by name."""
+    preset = yaml.safe_load(render_preset(preset_text, llmisvc, tls=tls))
+    base = preset["spec"]["template"]
+    over = llmisvc["spec"].get("template") or {}
+    pod = {**base, **{k: copy.deepcopy(v) for k, v in over.items() if k not in ("containers", "volumes")}}
+    containers = {c["name"]: c for c in base.get("containers") or []}
+    for ctr in over.get("containers") or []:
+        mine = containers.get(ctr["name"])
+        containers[ctr["name"]] = merge_container(mine, ctr, append_args=False) if mine else ctr
+    pod["containers"] = list(containers.values())
+    pod["volumes"] = _merge_by(base.get("volumes") or [], over.get("volumes") or [], "name")
+    return pod
 
 
 def predictor_pod(serving_runtime: dict[str, Any], predictor: dict[str, Any]) -> dict[str, Any]:

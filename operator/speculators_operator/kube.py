@@ -50,6 +50,7 @@ RESOURCES: dict[str, Resource] = {
     "Event": Resource("v1", "events"),
     "InferenceService": Resource("serving.kserve.io/v1beta1", "inferenceservices"),
     "ServingRuntime": Resource("serving.kserve.io/v1alpha1", "servingruntimes"),
+    "LLMInferenceService": Resource("serving.kserve.io/v1alpha2", "llminferenceservices"),
     "Route": Resource("route.openshift.io/v1", "routes"),
     c.TRAINING_KIND: Resource(c.API_VERSION, c.TRAINING_PLURAL),
     c.SPECULATOR_KIND: Resource(c.API_VERSION, c.SPECULATOR_PLURAL),

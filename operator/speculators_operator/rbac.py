@@ -66,9 +66,9 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["apps"],
         ["deployments"],
         ["delete"],
-        "the vLLM Deployment of a Speculator switched to backend kserve; a canary once decided",
+        "the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary",
     ),
-    ([""], ["services"], ["delete"], "the Service of a Speculator switched to backend kserve"),
+    ([""], ["services"], ["delete"], "the Service of a Speculator switched to backend kserve or llmisvc"),
     (
         ["serving.kserve.io"],
         ["inferenceservices"],
@@ -80,6 +80,12 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["servingruntimes"],
         ["get", "create", "patch", "delete"],
         "backend kserve: the vLLM ServingRuntime (server-side apply; deleted when switched back)",
+    ),
+    (
+        ["serving.kserve.io"],
+        ["llminferenceservices"],
+        ["get", "list", "watch", "create", "patch", "delete"],
+        "backend llmisvc: the LLMInferenceService (server-side apply; deleted when switched back)",
     ),
     (
         ["route.openshift.io"],

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 EXPECTED = {
     "inferenceservices.serving.kserve.io": ("serving.kserve.io/v1beta1", "InferenceService"),
     "servingruntimes.serving.kserve.io": ("serving.kserve.io/v1alpha1", "ServingRuntime"),
+    "llminferenceservices.serving.kserve.io": ("serving.kserve.io/v1alpha2", "LLMInferenceService"),
     "clusterservingruntimes.serving.kserve.io": ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),
     "applications.argoproj.io": ("argoproj.io/v1alpha1", "Application"),
     "routes.route.openshift.io": ("route.openshift.io/v1", "Route"),

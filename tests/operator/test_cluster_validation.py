@@ -464,3 +464,29 @@ def test_a_retrain_on_kserve_with_its_own_data_is_accepted(kube_api, namespace, 
     retrain = {**LOOP_RETRAIN, "template": {"data": {"datasets": [{"uri": DATASET}]}}}
     body["spec"].update(backend="kserve", retrain=retrain)
     kube_api.create(body, namespace)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"route": {"enabled": True}}, "backend llmisvc is exposed by its own router"),
+        ({"vllm": {"port": 8080}}, "serves vLLM on port 8000"),
+        ({"cache": {"size": "100Gi"}}, "KServe's template owns the model cache"),
+        (
+            {"retrain": {**LOOP_RETRAIN, "template": {"data": {"datasets": [{"uri": DATASET}]}}}},
+            "retrain (drift, canary) is built for backends deployment and kserve",
+        ),
+    ],
+    ids=["route", "port", "cache", "retrain"],
+)
+def test_the_llmisvc_rules(kube_api, namespace, operator_crds, spec, message):
+    body = speculator_body("valid")
+    body["spec"].update(backend="llmisvc", **spec)
+    _reject(kube_api, namespace, body, message)
+
+
+def test_an_llmisvc_speculator_with_its_router_and_presets_is_accepted(kube_api, namespace, operator_crds):
+    body = speculator_body("llmisvc-ok")
+    body["spec"].update(backend="llmisvc", llmisvc={"router": {"route": {}}, "baseRefs": ["preset"]})
+    created = kube_api.create(body, namespace)
+    assert created["spec"]["llmisvc"]["router"] == {"route": {}}  # kept as written (preserve unknown fields)

@@ -79,7 +79,12 @@ def test_defaults_live_in_the_schema():
         "source": "pods",
     }
     assert sspec["startupTimeoutSeconds"]["default"] == 1800
-    assert sspec["backend"]["enum"] == ["deployment", "kserve"]
+    assert sspec["backend"]["enum"] == ["deployment", "kserve", "llmisvc"]
+    assert sspec["llmisvc"]["properties"]["router"]["default"] == {
+        "route": {},
+        "gateway": {},
+        "scheduler": {},
+    }
 
 
 def test_ranges_and_enums():

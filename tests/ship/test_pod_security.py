@@ -9,14 +9,16 @@ made from each template).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from localrun.kserve_standin import llmisvc_pod
 from pod_rules import kserve_predictor_pod, violations
 from shiplib import speculator_body, training_body
 
 from speculators_operator.api.common import ModelSource
-from speculators_operator.render import kserve
+from speculators_operator.render import kserve, llmisvc
 from speculators_operator.render import speculator as spd
 from speculators_operator.render.common import Images
 from speculators_operator.render.training import TrainingContext, step_hashes, step_job, steps_for
@@ -24,6 +26,9 @@ from speculators_operator.render.training import TrainingContext, step_hashes, s
 IMAGES = Images(runtime="registry.example/runtime:1", vllm="registry.example/vllm:1")
 SERVICE_ACCOUNTS = ("trainer", "models")
 PRIORITY_CLASS = "speculators-test-batch"
+LLMISVC_PRESET = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "kserve_config-llm-template.yaml"
+).read_text()
 
 TRAININGS: dict[str, dict[str, Any]] = {
     "offline-defaults": {},
@@ -121,7 +126,7 @@ def _speculator_pods() -> list[tuple[str, dict[str, Any], bool]]:
     )
     for key, (spec, source) in cases.items():
         override = "securityContext" in spec
-        for backend in ("deployment", "kserve"):
+        for backend in ("deployment", "kserve", "llmisvc"):
             body = speculator_body(**{k: v for k, v in spec.items() if v is not None}, backend=backend)
             for field in ("method", "numSpeculativeTokens"):
                 if spec.get(field, "") is None:
@@ -136,11 +141,14 @@ def _speculator_pods() -> list[tuple[str, dict[str, Any], bool]]:
                 out.append(
                     (f"{key}/deployment", spd.deployment(ctx, draft)["spec"]["template"]["spec"], override)
                 )
-            else:
+            elif backend == "kserve":
                 pod = kserve_predictor_pod(
                     kserve.serving_runtime(ctx, draft), kserve.inference_service(ctx, draft)
                 )
                 out.append((f"{key}/kserve-predictor", pod, override))
+            else:  # KServe's own preset with our LLMInferenceService merged over it
+                pod = llmisvc_pod(LLMISVC_PRESET, llmisvc.llm_inference_service(ctx, draft))
+                out.append((f"{key}/llmisvc-main", pod, override))
     return out
 
 
@@ -174,6 +182,7 @@ def test_the_matrix_covers_every_kind_of_pod() -> None:
         "resolve",
         "deployment",
         "kserve-predictor",
+        "llmisvc-main",
         "canary",
     } <= names
     assert any(p.get("subdomain") for _, p, _ in PODS)  # a multi-node training pod

@@ -43,11 +43,11 @@
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, patch]
-# the vLLM Deployment of a Speculator switched to backend kserve; a canary once decided
+# the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [delete]
-# the Service of a Speculator switched to backend kserve
+# the Service of a Speculator switched to backend kserve or llmisvc
 - apiGroups: [""]
   resources: [services]
   verbs: [delete]
@@ -59,6 +59,10 @@
 - apiGroups: [serving.kserve.io]
   resources: [servingruntimes]
   verbs: [get, create, patch, delete]
+# backend llmisvc: the LLMInferenceService (server-side apply; deleted when switched back)
+- apiGroups: [serving.kserve.io]
+  resources: [llminferenceservices]
+  verbs: [get, list, watch, create, patch, delete]
 # spec.route: the Route and its admitted host (deleted when spec.route is switched off)
 - apiGroups: [route.openshift.io]
   resources: [routes]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le, MaxLen
 from pydantic import Field
@@ -11,6 +11,7 @@ from pydantic import Field
 from speculators_operator.api import vllm_args
 from speculators_operator.api.base import (
     DNS1123_SUBDOMAIN,
+    FreeForm,
     K8sModel,
     Quantity,
     cel,
@@ -221,6 +222,28 @@ class TuningSpec(K8sModel):
     )
 
 
+def _llm_d_router() -> dict[str, Any]:
+    return {"route": {}, "gateway": {}, "scheduler": {}}
+
+
+class LLMInferenceServiceSpec(K8sModel):
+    """backend llmisvc: the parts of the LLMInferenceService that KServe (llm-d) owns, passed through."""
+
+    router: FreeForm = Field(
+        default_factory=_llm_d_router,
+        description=(
+            "The LLMInferenceService's spec.router, as is (default: llm-d's managed HTTPRoute, Gateway and "
+            "inference scheduler; {} for none: clients use the <name>-kserve-workload-svc Service)."
+        ),
+    )
+    base_refs: list[str] | None = Field(
+        default=None,
+        description="LLMInferenceServiceConfig names merged under it (spec.baseRefs; default: KServe's).",
+        max_length=16,
+        json_schema_extra={"items": {"type": "string", "maxLength": 253}},
+    )
+
+
 class ServingSpec(K8sModel):
     """Everything about serving but the verifier and draft (shared with SpeculatorTraining.spec.deploy)."""
 
@@ -231,6 +254,23 @@ class ServingSpec(K8sModel):
             "with tuning.mode auto, numSpeculativeTokens is the k to start from and must lie within "
             "tuning.min..tuning.max",
             field_path=".numSpeculativeTokens",
+        ),
+        rule(
+            "self.backend != 'llmisvc' || self.vllm.port == 8000",
+            "backend llmisvc: KServe's LLMInferenceService template serves vLLM on port 8000; leave "
+            "vllm.port at 8000",
+            field_path=".vllm.port",
+        ),
+        rule(
+            "self.backend != 'llmisvc' || !self.route.enabled",
+            "backend llmisvc is exposed by its own router (llmisvc.router: HTTPRoute and Gateway), not by "
+            "an OpenShift Route; set route.enabled false",
+            field_path=".route.enabled",
+        ),
+        rule(
+            "self.backend != 'llmisvc' || (!has(self.cache.size) && !has(self.cache.claimName))",
+            "backend llmisvc: KServe's template owns the model cache at /models; remove cache",
+            field_path=".cache",
         ),
     )
 
@@ -248,12 +288,16 @@ class ServingSpec(K8sModel):
         le=16,
     )
     tuning: TuningSpec = Field(default_factory=TuningSpec, description="Automatic choice of k.")
-    backend: Literal["deployment", "kserve"] = Field(
+    backend: Literal["deployment", "kserve", "llmisvc"] = Field(
         default="deployment",
         description=(
             "deployment: a Deployment + Service; kserve: a KServe ServingRuntime + InferenceService "
-            "(deployment mode Standard; listed in the OpenShift AI dashboard)."
+            "(deployment mode Standard; listed in the OpenShift AI dashboard); llmisvc: a KServe "
+            "LLMInferenceService (llm-d; OpenShift AI 3.x)."
         ),
+    )
+    llmisvc: LLMInferenceServiceSpec = Field(
+        default_factory=LLMInferenceServiceSpec, description="The LLMInferenceService (backend llmisvc)."
     )
     vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM settings.")
     replicas: int = Field(

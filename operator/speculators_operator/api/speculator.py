@@ -238,6 +238,11 @@ class SpeculatorSpec(ServingSpec):
             field_path=".retrain",
         ),
         rule(
+            "self.backend != 'llmisvc' || !has(self.retrain)",
+            "retrain (drift, canary) is built for backends deployment and kserve, not llmisvc yet",
+            field_path=".retrain",
+        ),
+        rule(
             "self.backend == 'deployment' || !self.traffic.capture.enabled",
             "traffic.capture needs backend deployment (the capturing proxy sits in front of vLLM in the "
             "operator's own pods); with backend kserve, give retrain.template.data instead",

@@ -2,7 +2,7 @@
 
 - create/update/resume of a CR: reconcile now (Kopf retries failures, progress under speculators.ai/*);
 - watch events of the CRs: keep the registry for the periodic loops; wake dependents;
-- watch events of our Jobs, Pods, Deployments, InferenceServices and Routes (server-side label selector):
+- watch events of our Jobs, Pods, Deployments, (LLM)InferenceServices and Routes (server-side label selector):
   wake their owner.
 No delete handlers, timers or daemons: ownerReferences + garbage collection delete the children, and
 nothing here needs a finalizer, so deletion never waits for the operator.
@@ -55,6 +55,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         ("", "pods"),
         ("apps", "deployments"),
         ("serving.kserve.io", "inferenceservices"),
+        ("serving.kserve.io", "llminferenceservices"),
         ("route.openshift.io", "routes"),
     ):
         key = (group, plural) if group else plural
@@ -175,6 +176,13 @@ async def pod_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
     "serving.kserve.io", "v1beta1", "inferenceservices", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
 )
 async def inference_service_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event(
+    "serving.kserve.io", "v1alpha2", "llminferenceservices", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
+)
+async def llm_inference_service_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
     _wake_owner(memo, namespace, labels)
 
 

@@ -211,6 +211,13 @@ class Reconciler:
                     setattr(observed, attr, dep if _owned_by(dep, observed.inference_service) else None)
             runtime = self.kube.get("ServingRuntime", ns, f"{name}-vllm")
             observed.serving_runtime = runtime if _owned_by(runtime, body) else None
+        observed.llmisvc_served = self.kube.serves("LLMInferenceService")
+        if observed.llmisvc_served:
+            llmisvc = self.kube.get("LLMInferenceService", ns, name)
+            observed.llm_inference_service = llmisvc if _owned_by(llmisvc, body) else None
+            if observed.llm_inference_service is not None:
+                dep = self.kube.get("Deployment", ns, f"{name}-kserve")
+                observed.llmisvc_workload = dep if _owned_by(dep, observed.llm_inference_service) else None
         observed.routes_served = self.kube.serves("Route")
         if observed.routes_served:
             route = self.kube.get("Route", ns, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ def speculative_plan(pod: dict[str, Any]) -> int | tuple[tuple[int, int, int], .
             else:
                 continue
             try:
+                if raw[:1] == "'":
+                    raw = shlex.split(raw)[0]  # quoted for a shell's eval (backend llmisvc)
                 config = json.loads(raw)
                 schedule = config.get("num_speculative_tokens_per_batch_size")
                 if schedule:
@@ -64,7 +67,20 @@ def speculative_plan(pod: dict[str, Any]) -> int | tuple[tuple[int, int, int], .
     return None
 
 
-def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> list[Target]:
+# The vLLM container of each backend: ours, KServe's InferenceService's, the LLMInferenceService preset's.
+VLLM_CONTAINERS = ("vllm", "kserve-container", "main")
+
+
+def _scheme(pod: dict[str, Any]) -> str:
+    """https when the vLLM container's probes are (KServe's LLMInferenceService with TLS), else http."""
+    for ctr in (pod.get("spec") or {}).get("containers") or []:
+        if ctr.get("name") in VLLM_CONTAINERS:
+            probe = (ctr.get("readinessProbe") or {}).get("httpGet") or {}
+            return "https" if str(probe.get("scheme", "")).upper() == "HTTPS" else "http"
+    return "http"
+
+
+def targets(pods: list[dict[str, Any]], port: int) -> list[Target]:
     """Ready pods as scrape targets."""
     out = []
     for pod in pods:
@@ -74,7 +90,7 @@ def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> l
         status = pod["status"]
         restarts, started = 0, None
         for cs in status.get("containerStatuses") or []:
-            if cs.get("name") == container:
+            if cs.get("name") in VLLM_CONTAINERS:
                 restarts = cs.get("restartCount") or 0
                 started = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
         ip = status["podIP"]
@@ -82,7 +98,7 @@ def targets(pods: list[dict[str, Any]], port: int, container: str = "vllm") -> l
         out.append(
             Target(
                 pod=meta["name"],
-                url=f"http://{host}:{port}/metrics",
+                url=f"{_scheme(pod)}://{host}:{port}/metrics",
                 instance=f"{meta.get('uid', '')}/{restarts}",
                 started_at=parse_time(started or status.get("startTime")),
                 plan=speculative_plan(pod),
@@ -95,7 +111,9 @@ async def scrape_one(
     session: aiohttp.ClientSession, target: Target, model_name: str | None, timeout: float
 ) -> ScrapeResult:
     try:
-        async with session.get(target.url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        # A pod IP has no name a certificate could be checked against (KServe's are self-signed anyway).
+        verify = not target.url.startswith("https:")
+        async with session.get(target.url, timeout=aiohttp.ClientTimeout(total=timeout), ssl=verify) as resp:
             if resp.status != 200:
                 return ScrapeResult(target, None, f"{target.pod}: HTTP {resp.status}")
             body = await resp.content.read(MAX_BODY)

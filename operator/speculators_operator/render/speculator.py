@@ -43,8 +43,15 @@ class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
         return f"{self.name}-vllm"
 
     @property
+    def llmisvc(self) -> bool:
+        return self.spec.backend == "llmisvc"
+
+    @property
     def workload_name(self) -> str:
-        """The Deployment whose pods serve: ours (<name>-vllm), or KServe's predictor (<name>-predictor)."""
+        """The Deployment whose pods serve: ours (<name>-vllm), KServe's predictor (<name>-predictor), or
+        the LLMInferenceService's main workload (<name>-kserve)."""
+        if self.llmisvc:
+            return f"{self.name}-kserve"
         return f"{self.name}-predictor" if self.kserve else self.deployment_name
 
     @property
@@ -54,11 +61,16 @@ class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
 
     @property
     def service_name(self) -> str:
-        """The Service in front of the pods: ours, or KServe's predictor Service."""
+        """The Service in front of the pods: ours, KServe's predictor Service, or the LLMInferenceService's
+        workload Service."""
+        if self.llmisvc:
+            return f"{self.name}-kserve-workload-svc"
         return f"{self.name}-predictor" if self.kserve else self.name
 
     @property
     def service_port(self) -> int:
+        if self.llmisvc:
+            return self.spec.vllm.port  # the preset's vLLM port (admission keeps it at 8000)
         return KSERVE_SERVICE_PORT if self.kserve else self.spec.service.port
 
     @property

@@ -49,34 +49,48 @@ def _failure(status: dict[str, Any]) -> Cond | None:
     return None
 
 
+def fold(
+    kind: str,
+    ctx: SpeculatorContext,
+    obj: dict[str, Any] | None,
+    failure: Cond | None,
+    stopped: bool,
+) -> Cond:
+    """DeploymentReady of a KServe object (InferenceService, LLMInferenceService): Creating, not observed
+    yet, failed, stopped for replicas 0, Ready, else progressing with what KServe says it waits for."""
+    name = ctx.name
+    if obj is None:
+        return Cond("DeploymentReady", "Unknown", "Creating", f"creating {kind} {name}")
+    status = obj.get("status") or {}
+    generation = obj["metadata"].get("generation")
+    if generation is not None and status.get("observedGeneration") != generation:
+        return Cond("DeploymentReady", "Unknown", "Progressing", f"KServe has not observed {kind} {name} yet")
+    if failure is not None:
+        return failure
+    if ctx.spec.replicas == 0:
+        if (obj["metadata"].get("annotations") or {}).get(STOP) == "true" and stopped:
+            return Cond("DeploymentReady", "True", "ScaledToZero", f"replicas is 0 ({kind} stopped)")
+        return Cond("DeploymentReady", "Unknown", "Stopping", f"stopping {kind} {name}")
+    ready = find(status.get("conditions"), "Ready")
+    if ready is not None and ready.get("status") == "True":
+        return Cond("DeploymentReady", "True", "Available", f"{kind} {name} is ready")
+    waiting = [
+        c
+        for c in status.get("conditions") or []
+        if c.get("type") not in ("Ready", "PresetsCombined") and c.get("status") != "True"
+    ]
+    detail = "; ".join(f"{c['type']}: {c.get('reason') or c.get('status')}" for c in waiting)
+    if ready is not None and not detail:
+        detail = ready.get("message") or ready.get("reason") or ""
+    return Cond(
+        "DeploymentReady", "Unknown", "Progressing", f"{kind} {name}: {detail or 'waiting for KServe'}"
+    )
+
+
 def deployment_condition(
     ctx: SpeculatorContext, isvc: dict[str, Any] | None, pod_failure: Cond | None
 ) -> Cond:
     """DeploymentReady of a kserve Speculator; `pod_failure` is what the vLLM pods say (crash loops)."""
-    name = ctx.name
-    if isvc is None:
-        return Cond("DeploymentReady", "Unknown", "Creating", f"creating InferenceService {name}")
-    status = isvc.get("status") or {}
-    generation = isvc["metadata"].get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
-        return Cond(
-            "DeploymentReady",
-            "Unknown",
-            "Progressing",
-            f"KServe has not observed InferenceService {name} yet",
-        )
-    failure = _failure(status) or pod_failure
-    if failure is not None:
-        return failure
-    if ctx.spec.replicas == 0:
-        stopped = find(status.get("conditions"), "Stopped")
-        if (isvc["metadata"].get("annotations") or {}).get(STOP) == "true" and (stopped or {}).get(
-            "status"
-        ) == "True":
-            return Cond("DeploymentReady", "True", "ScaledToZero", "replicas is 0 (InferenceService stopped)")
-        return Cond("DeploymentReady", "Unknown", "Stopping", f"stopping InferenceService {name}")
-    ready = find(status.get("conditions"), "Ready")
-    if ready is not None and ready.get("status") == "True":
-        return Cond("DeploymentReady", "True", "Available", f"InferenceService {name} is ready")
-    detail = (ready or {}).get("message") or (ready or {}).get("reason") or "waiting for KServe"
-    return Cond("DeploymentReady", "Unknown", "Progressing", f"InferenceService {name}: {detail}")
+    status = (isvc or {}).get("status") or {}
+    stopped = (find(status.get("conditions"), "Stopped") or {}).get("status") == "True"
+    return fold("InferenceService", ctx, isvc, _failure(status) or pod_failure, stopped)

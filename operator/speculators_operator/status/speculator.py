@@ -15,9 +15,11 @@ from speculators_operator.api.common import ModelSource
 from speculators_operator.metrics.acceptance import same_values
 from speculators_operator.metrics.store import AcceptanceState
 from speculators_operator.render import kserve as render_kserve
+from speculators_operator.render import llmisvc as render_llmisvc
 from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
 from speculators_operator.status import kserve as kserve_status
+from speculators_operator.status import llmisvc as llmisvc_status
 from speculators_operator.status import retrain as loop
 from speculators_operator.status import route as route_status
 from speculators_operator.status import tuning as auto_k
@@ -61,6 +63,10 @@ class SpeculatorObserved:
     serving_runtime: dict[str, Any] | None = None
     kserve_predictor: dict[str, Any] | None = None  # KServe's Deployment <name>-predictor
     kserve_canary: dict[str, Any] | None = None  # KServe's Deployment <name>-canary-predictor
+    # backend llmisvc
+    llmisvc_served: bool = False  # the cluster serves serving.kserve.io/v1alpha2 LLMInferenceService
+    llm_inference_service: dict[str, Any] | None = None
+    llmisvc_workload: dict[str, Any] | None = None  # KServe's Deployment <name>-kserve
     # spec.route
     routes_served: bool = False  # the cluster serves route.openshift.io Route (discovery)
     route: dict[str, Any] | None = None
@@ -320,6 +326,82 @@ def now_iso_from(epoch: float, fallback: str) -> str:
         return fallback
 
 
+def _stale_children(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> list[dict[str, Any]]:
+    """What another backend left (the backend was switched)."""
+    children = {
+        "deployment": [observed.deployment, observed.canary, observed.service],
+        "kserve": [observed.inference_service, observed.serving_runtime],
+        "llmisvc": [observed.llm_inference_service],
+    }
+    return [obj for backend, objs in children.items() if backend != ctx.spec.backend for obj in objs if obj]
+
+
+def _missing_api(ctx: render.SpeculatorContext, observed: SpeculatorObserved) -> Cond | None:
+    """The backend's KServe kind is not served by this cluster (discovery)."""
+    if ctx.kserve and not observed.kserve_served:
+        what = "serving.kserve.io/v1beta1 InferenceService"
+    elif ctx.llmisvc and not observed.llmisvc_served:
+        what = "serving.kserve.io/v1alpha2 LLMInferenceService (KServe >= 0.16 with llm-d)"
+    else:
+        return None
+    return Cond(
+        "DeploymentReady",
+        "False",
+        KSERVE_MISSING,
+        f"backend {ctx.spec.backend} needs KServe: the cluster does not serve {what}",
+    )
+
+
+def _rolling(ctx: render.SpeculatorContext, cond: Cond, workload: dict[str, Any] | None, uri: str) -> Cond:
+    """Ready from before this apply while KServe's Deployment still serves the previous draft: rolling."""
+    if cond.status == "True" and loop.served_draft(workload) not in (None, uri):
+        return Cond("DeploymentReady", "Unknown", "Progressing", f"KServe rolls {ctx.workload_name} to {uri}")
+    return cond
+
+
+def _serve_deployment(
+    ctx: render.SpeculatorContext,
+    observed: SpeculatorObserved,
+    draft: render.ResolvedDraft,
+    canary: render.ResolvedDraft | None,
+    plan: Plan,
+) -> Cond:
+    capture = render.capture_pvc(ctx)
+    if capture and observed.capture_pvc is None:
+        plan.create.append(capture)
+    plan.apply.append(render.deployment(ctx, draft))
+    if canary is not None:
+        plan.apply.append(render.deployment(ctx, canary, canary=True))
+    plan.apply.append(render.service(ctx))
+    return _deployment_condition(ctx, observed, draft.source.uri)
+
+
+def _serve_kserve(
+    ctx: render.SpeculatorContext,
+    observed: SpeculatorObserved,
+    draft: render.ResolvedDraft,
+    canary: render.ResolvedDraft | None,
+    plan: Plan,
+) -> Cond:
+    plan.apply.append(render_kserve.serving_runtime(ctx, draft))
+    plan.apply.append(render_kserve.inference_service(ctx, draft, canary))
+    cond = kserve_status.deployment_condition(ctx, observed.inference_service, _pod_failure(observed))
+    return _rolling(ctx, cond, observed.kserve_predictor, draft.source.uri)
+
+
+def _serve_llmisvc(
+    ctx: render.SpeculatorContext,
+    observed: SpeculatorObserved,
+    draft: render.ResolvedDraft,
+    canary: render.ResolvedDraft | None,
+    plan: Plan,
+) -> Cond:
+    assert canary is None  # admission: no retrain on llmisvc
+    plan.apply.append(render_llmisvc.llm_inference_service(ctx, draft))
+    cond = llmisvc_status.deployment_condition(ctx, observed.llm_inference_service, _pod_failure(observed))
+    return _rolling(ctx, cond, observed.llmisvc_workload, draft.source.uri)
+
+
 def derive_speculator(
     body: dict[str, Any], observed: SpeculatorObserved, images: Any = None, now: str | None = None
 ) -> Plan:
@@ -359,6 +441,11 @@ def derive_speculator(
             stable_dep, canary_dep = observed.kserve_predictor, observed.kserve_canary
             stable_ready = kserve_status.deployment_condition(
                 ctx, observed.inference_service, None
+            ).status == "True" and _rolled_out(stable_dep)
+        elif ctx.llmisvc:
+            stable_dep, canary_dep = observed.llmisvc_workload, None
+            stable_ready = llmisvc_status.deployment_condition(
+                ctx, observed.llm_inference_service, None
             ).status == "True" and _rolled_out(stable_dep)
         else:
             stable_dep, canary_dep = observed.deployment, observed.canary
@@ -407,23 +494,15 @@ def derive_speculator(
         plan.events += tuning.events
 
     kserve = spec.backend == "kserve"
-    # Children of the other backend (the backend was switched): deleted, not left running on GPUs.
-    stale = (
-        [observed.inference_service, observed.serving_runtime]
-        if not kserve
-        else [observed.deployment, observed.canary, observed.service]
-    )
-    plan.delete += [obj for obj in stale if obj is not None]
-    if kserve and not observed.kserve_served:
-        deploy_cond = Cond(
-            "DeploymentReady",
-            "False",
-            KSERVE_MISSING,
-            "backend kserve needs KServe: the cluster does not serve serving.kserve.io/v1beta1 "
-            "InferenceService",
-        )
+    # Children of the other backends (the backend was switched): deleted, not left running on GPUs.
+    plan.delete += _stale_children(ctx, observed)
+    missing = _missing_api(ctx, observed)
+    if missing is not None:
+        deploy_cond = missing
     elif draft is None:
-        what = "InferenceService" if kserve else "Deployment"
+        what = {"kserve": "InferenceService", "llmisvc": "LLMInferenceService"}.get(
+            spec.backend, "Deployment"
+        )
         deploy_cond = Cond(
             "DeploymentReady",
             "Unknown",
@@ -440,32 +519,8 @@ def derive_speculator(
             canary = replace(
                 outcome.canary, num_speculative_tokens=draft.num_speculative_tokens, schedule=draft.schedule
             )
-        if kserve:
-            plan.apply.append(render_kserve.serving_runtime(ctx, draft))
-            plan.apply.append(render_kserve.inference_service(ctx, draft, canary))
-            deploy_cond = kserve_status.deployment_condition(
-                ctx, observed.inference_service, _pod_failure(observed)
-            )
-            if deploy_cond.status == "True" and loop.served_draft(observed.kserve_predictor) not in (
-                None,
-                draft.source.uri,
-            ):
-                # Ready from before this apply: KServe's Deployment still serves the previous draft.
-                deploy_cond = Cond(
-                    "DeploymentReady",
-                    "Unknown",
-                    "Progressing",
-                    f"KServe rolls {ctx.workload_name} to {draft.source.uri}",
-                )
-        else:
-            capture = render.capture_pvc(ctx)
-            if capture and observed.capture_pvc is None:
-                plan.create.append(capture)
-            plan.apply.append(render.deployment(ctx, draft))
-            if canary is not None:
-                plan.apply.append(render.deployment(ctx, canary, canary=True))
-            plan.apply.append(render.service(ctx))
-            deploy_cond = _deployment_condition(ctx, observed, draft.source.uri)
+        serve = {"kserve": _serve_kserve, "llmisvc": _serve_llmisvc}.get(spec.backend, _serve_deployment)
+        deploy_cond = serve(ctx, observed, draft, canary, plan)
     conds.append(deploy_cond)
 
     route_cond: Cond | None = None
@@ -482,6 +537,8 @@ def derive_speculator(
     if url is None:
         if kserve:
             url = kserve_status.url(observed.inference_service)
+        elif ctx.llmisvc:
+            url = llmisvc_status.url(observed.llm_inference_service)
         elif observed.service is not None:
             url = render.service_url(ctx)
 
@@ -517,7 +574,7 @@ def derive_speculator(
         previous.get("conditions"), [*conds, metrics_cond, *extra, ready], generation, now
     )
     status["selector"] = render.selector_string(ctx)
-    if kserve:
+    if kserve or ctx.llmisvc:  # no Deployment status of ours: count KServe's pods (not the canary's)
         stable_pods = [p for p in observed.pods if c.LABEL_TRACK not in (p["metadata"].get("labels") or {})]
         total, ready_pods = _pod_counts(stable_pods)
         status["replicas"], status["readyReplicas"], status["updatedReplicas"] = total, ready_pods, total
