@@ -56,7 +56,7 @@ PREDICTOR_ONLY = {
 MODEL_ONLY = {"modelFormat", "runtime", "storageUri", "storage", "protocolVersion"}
 
 
-def _merge_by(base: list[dict[str, Any]], over: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+def merge_by(base: list[dict[str, Any]], over: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """A strategic-merge list: entries of `over` replace those of `base` with the same key, others add."""
     out = {item[key]: item for item in base}
     out.update({item[key]: item for item in over})
@@ -73,9 +73,9 @@ def merge_container(
         if key in MODEL_ONLY or (key == "args" and append_args):
             continue
         if key == "env":
-            out["env"] = _merge_by(out.get("env") or [], value, "name")
+            out["env"] = merge_by(out.get("env") or [], value, "name")
         elif key == "volumeMounts":
-            out["volumeMounts"] = _merge_by(out.get("volumeMounts") or [], value, "mountPath")
+            out["volumeMounts"] = merge_by(out.get("volumeMounts") or [], value, "mountPath")
         else:
             out[key] = copy.deepcopy(value)
     if append_args:
@@ -129,7 +129,7 @@ def llmisvc_pod(preset_text: str, llmisvc: dict[str, Any], *, tls: bool = False)
         mine = containers.get(ctr["name"])
         containers[ctr["name"]] = merge_container(mine, ctr, append_args=False) if mine else ctr
     pod["containers"] = list(containers.values())
-    pod["volumes"] = _merge_by(base.get("volumes") or [], over.get("volumes") or [], "name")
+    pod["volumes"] = merge_by(base.get("volumes") or [], over.get("volumes") or [], "name")
     return pod
 
 
@@ -140,7 +140,7 @@ def predictor_pod(serving_runtime: dict[str, Any], predictor: dict[str, Any]) ->
     (container,) = runtime["containers"]
     pod = {k: copy.deepcopy(v) for k, v in predictor.items() if k not in PREDICTOR_ONLY}
     pod["containers"] = [merge_container(container, predictor.get("model") or {})]
-    pod["volumes"] = _merge_by(runtime.get("volumes") or [], predictor.get("volumes") or [], "name")
+    pod["volumes"] = merge_by(runtime.get("volumes") or [], predictor.get("volumes") or [], "name")
     return pod
 
 

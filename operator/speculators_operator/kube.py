@@ -51,6 +51,7 @@ RESOURCES: dict[str, Resource] = {
     "InferenceService": Resource("serving.kserve.io/v1beta1", "inferenceservices"),
     "ServingRuntime": Resource("serving.kserve.io/v1alpha1", "servingruntimes"),
     "LLMInferenceService": Resource("serving.kserve.io/v1alpha2", "llminferenceservices"),
+    "TrainJob": Resource("trainer.kubeflow.org/v1alpha1", "trainjobs"),
     "Route": Resource("route.openshift.io/v1", "routes"),
     c.TRAINING_KIND: Resource(c.API_VERSION, c.TRAINING_PLURAL),
     c.SPECULATOR_KIND: Resource(c.API_VERSION, c.SPECULATOR_PLURAL),

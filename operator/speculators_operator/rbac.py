@@ -82,6 +82,12 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         "backend kserve: the vLLM ServingRuntime (server-side apply; deleted when switched back)",
     ),
     (
+        ["trainer.kubeflow.org"],
+        ["trainjobs"],
+        ["get", "list", "watch", "create", "delete"],
+        "training.runtime trainjob: the train step's Kubeflow Trainer TrainJob (replaced when inputs change)",
+    ),
+    (
         ["serving.kserve.io"],
         ["llminferenceservices"],
         ["get", "list", "watch", "create", "patch", "delete"],

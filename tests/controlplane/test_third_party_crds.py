@@ -16,6 +16,11 @@ EXPECTED = {
     "inferenceservices.serving.kserve.io": ("serving.kserve.io/v1beta1", "InferenceService"),
     "servingruntimes.serving.kserve.io": ("serving.kserve.io/v1alpha1", "ServingRuntime"),
     "llminferenceservices.serving.kserve.io": ("serving.kserve.io/v1alpha2", "LLMInferenceService"),
+    "trainjobs.trainer.kubeflow.org": ("trainer.kubeflow.org/v1alpha1", "TrainJob"),
+    "clustertrainingruntimes.trainer.kubeflow.org": (
+        "trainer.kubeflow.org/v1alpha1",
+        "ClusterTrainingRuntime",
+    ),
     "clusterservingruntimes.serving.kserve.io": ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),
     "applications.argoproj.io": ("argoproj.io/v1alpha1", "Application"),
     "routes.route.openshift.io": ("route.openshift.io/v1", "Route"),

@@ -13,7 +13,7 @@ from localrun.vllm_standin import Fleet, Scenario
 
 
 @contextmanager
-def _in_background(run: Callable[[threading.Event], None]) -> Iterator[None]:
+def in_background(run: Callable[[threading.Event], None]) -> Iterator[None]:
     stop = threading.Event()
     thread = threading.Thread(target=run, args=(stop,), daemon=True)
     thread.start()
@@ -29,7 +29,7 @@ def fleet(k: Any, speculator: str, scenario: Scenario, port: int = 8000) -> Iter
     """A stand-in vLLM server per Running pod of `speculator` (kwok runs no containers)."""
     stand_ins = Fleet(lambda: k.pods(f"speculators.ai/speculator={speculator}"), scenario, port)
     try:
-        with _in_background(stand_ins.run):
+        with in_background(stand_ins.run):
             yield stand_ins
     finally:
         stand_ins.close()
@@ -39,5 +39,5 @@ def fleet(k: Any, speculator: str, scenario: Scenario, port: int = 8000) -> Iter
 def kserve_controller(api: Any, namespace: str) -> Iterator[KServeStandIn]:
     """KServe's controller for the InferenceServices of `namespace` (KServe cannot run here)."""
     standin = KServeStandIn(api, namespace)
-    with _in_background(standin.run):
+    with in_background(standin.run):
         yield standin

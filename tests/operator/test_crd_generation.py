@@ -66,6 +66,8 @@ def test_defaults_live_in_the_schema():
         "seed": 42,
         "fsdp": False,
         "maxRetries": 3,
+        "runtime": "job",
+        "trainingRuntime": "speculators-torchrun",
     }
     assert spec["datagen"]["properties"]["resources"]["default"] == {"limits": {"nvidia.com/gpu": 1}}
     assert spec["data"]["properties"]["maxLength"]["default"] == 2048

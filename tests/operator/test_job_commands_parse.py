@@ -49,6 +49,10 @@ TRAININGS: dict[str, dict[str, Any]] = {
         },
         "output": {"s3": {"uri": "s3://drafts/llama", "secretRef": {"name": "aws"}}},
     },
+    "trainjob-two-nodes-kueue": {
+        "training": {"runtime": "trainjob", "nodes": 2, "gpusPerNode": 4, "queueName": "gpu-team"},
+    },
+    "trainjob-one-gpu": {"training": {"runtime": "trainjob"}},
     "hub-push-single-node-multi-gpu": {
         "verifier": {"uri": "pvc://models/llama"},
         "algorithm": "eagle",
@@ -72,6 +76,14 @@ def _containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]
 
 
+def _step_pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """A step Job's pod spec, or a TrainJob's node container as Trainer runs it (trainer.command/args)."""
+    if obj["kind"] == "TrainJob":
+        trainer = obj["spec"]["trainer"]
+        return {"containers": [{"name": "node", "command": trainer["command"], "args": trainer["args"]}]}
+    return obj["spec"]["template"]["spec"]
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     # Kubernetes expands $(VAR) in args; the CLI sees the value, so substitute a plausible one.
     argv = [a.replace("$(JOB_COMPLETION_INDEX)", "0") for a in argv]
@@ -92,7 +104,7 @@ def test_every_training_step_parses(case):
     seen: set[str] = set()
     for step in steps_for(ctx.spec):
         job = step_job(ctx, step, hashes[step])
-        for container in _containers(job["spec"]["template"]["spec"]):
+        for container in _containers(_step_pod(job)):
             argv = _speculators_argv(container)
             assert argv is not None, f"{step}: container {container['name']} does not run speculators"
             ns = _parse(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from spd_testlib import LATER, NOW, as_observed_job, terminated_pod, training
 
@@ -301,3 +302,23 @@ def test_publish_step_records_the_uploads():
     assert plan.status["output"]["s3Uri"] == "s3://models/x"
     assert _cond(plan, "Published")["status"] == "True"
     assert plan.status["phase"] == "Succeeded"
+
+
+def test_a_trainjob_reads_as_a_step() -> None:
+    """Kubeflow Trainer's TrainJob: suspended by Kueue (pending, with why), running, complete, failed."""
+    from speculators_operator.status.jobs import observe_step
+
+    def trainjob(conditions: list[dict[str, Any]], **jobs: int) -> dict[str, Any]:
+        meta = {"name": "t-train", "annotations": {"speculators.ai/spec-hash": "h"}}
+        status = {"conditions": conditions, "jobsStatus": [{"name": "node", **jobs}] if jobs else []}
+        return {"kind": "TrainJob", "metadata": meta, "status": status}
+
+    queued = observe_step(trainjob([{"type": "Suspended", "status": "True", "reason": "Suspended"}]), [])
+    assert queued.state == "Pending" and queued.pending_reason.startswith("Suspended")
+    running = observe_step(trainjob([], active=2, ready=2), [])
+    assert (running.state, running.active, running.hash) == ("Running", 2, "h")
+    done = observe_step(trainjob([{"type": "Complete", "status": "True", "reason": "AllJobsCompleted"}]), [])
+    assert done.state == "Succeeded" and done.reason == "AllJobsCompleted"
+    failed = {"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "jobset failed"}
+    observed = observe_step(trainjob([failed], failed=1), [])
+    assert observed.state == "Failed" and observed.failure_text() == "jobset failed"

@@ -40,6 +40,7 @@ FULL_VALUES: dict[str, Any] = {
     "imagePullSecrets": [{"name": "regcred"}],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "priorityClassName": "system-cluster-critical",
+    "kubeflowTrainer": {"clusterTrainingRuntime": {"enabled": True}},
 }
 
 

@@ -226,3 +226,19 @@ def test_argocd_cm_snippet_carries_the_health_scripts_verbatim() -> None:
     cm = yaml.safe_load((CHART / "argocd" / "argocd-cm.yaml").read_text())
     assert cm["metadata"]["name"] == "argocd-cm"
     assert cm["data"] == {key: path.read_text() for key, path in health_scripts().items()}
+
+
+def test_the_charts_cluster_training_runtime_is_the_one_the_operator_targets() -> None:
+    """kubeflowTrainer.clusterTrainingRuntime renders render.trainjob.cluster_training_runtime (the object
+    tests/operator/test_cluster_trainjob.py runs TrainJobs on), with the chart's runtime image."""
+    from speculators_operator.render.trainjob import cluster_training_runtime
+
+    assert not by_kind(render(), "ClusterTrainingRuntime")  # off by default: Trainer's CRDs may be absent
+    objects = render(FULL_VALUES)
+    runtime = one(objects, "ClusterTrainingRuntime", "speculators-torchrun")
+    deployment = one(objects, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    image = env["SPECULATORS_RUNTIME_IMAGE"]
+    expected = cluster_training_runtime("speculators-torchrun", image, "IfNotPresent")
+    assert runtime["spec"] == expected["spec"]
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"

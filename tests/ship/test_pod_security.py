@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from localrun.kserve_standin import llmisvc_pod
+from localrun.trainer_standin import job_of
 from pod_rules import kserve_predictor_pod, violations
 from shiplib import speculator_body, training_body
 
@@ -22,6 +23,7 @@ from speculators_operator.render import kserve, llmisvc
 from speculators_operator.render import speculator as spd
 from speculators_operator.render.common import Images
 from speculators_operator.render.training import TrainingContext, step_hashes, step_job, steps_for
+from speculators_operator.render.trainjob import cluster_training_runtime
 
 IMAGES = Images(runtime="registry.example/runtime:1", vllm="registry.example/vllm:1")
 SERVICE_ACCOUNTS = ("trainer", "models")
@@ -168,7 +170,17 @@ def _loop_pods() -> list[tuple[str, dict[str, Any], bool]]:
     ]
 
 
-PODS = _training_pods() + _speculator_pods() + _loop_pods()
+def _trainjob_pods() -> list[tuple[str, dict[str, Any], bool]]:
+    """The train step as a TrainJob, run as Trainer runs it on the chart's ClusterTrainingRuntime."""
+    body = training_body(training={"runtime": "trainjob", "nodes": 2, "gpusPerNode": 4})
+    ctx = TrainingContext.of(body, IMAGES)
+    trainjob = step_job(ctx, "train", step_hashes(ctx)["train"])
+    trainjob["metadata"].update(namespace="ns", uid="u")
+    runtime = cluster_training_runtime("speculators-torchrun", IMAGES.runtime, "IfNotPresent")
+    return [("trainjob/train", job_of(trainjob, runtime)["spec"]["template"]["spec"], False)]
+
+
+PODS = _training_pods() + _speculator_pods() + _loop_pods() + _trainjob_pods()
 
 
 def test_the_matrix_covers_every_kind_of_pod() -> None:
@@ -185,6 +197,7 @@ def test_the_matrix_covers_every_kind_of_pod() -> None:
         "llmisvc-main",
         "canary",
     } <= names
+    assert "trainjob/train" in {n for n, _, _ in PODS}
     assert any(p.get("subdomain") for _, p, _ in PODS)  # a multi-node training pod
     assert any(p.get("initContainers") for _, p, _ in PODS)
 

@@ -59,6 +59,10 @@
 - apiGroups: [serving.kserve.io]
   resources: [servingruntimes]
   verbs: [get, create, patch, delete]
+# training.runtime trainjob: the train step's Kubeflow Trainer TrainJob (replaced when inputs change)
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, watch, create, delete]
 # backend llmisvc: the LLMInferenceService (server-side apply; deleted when switched back)
 - apiGroups: [serving.kserve.io]
   resources: [llminferenceservices]

@@ -9,6 +9,8 @@ from pydantic import Field
 
 from speculators_operator.api.base import (
     DNS1035_LABEL,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
     K8sModel,
     Quantity,
     cel,
@@ -165,6 +167,35 @@ class TrainingParams(K8sModel):
     resources: ResourceRequirements | None = Field(
         default=None,
         description="Resources of each training pod (default: limits nvidia.com/gpu = gpusPerNode).",
+    )
+    runtime: Literal["job", "trainjob"] = Field(
+        default="job",
+        description=(
+            "job: the train step is a Job (Indexed with torchrun for several nodes); trainjob: a Kubeflow "
+            "Trainer v2 TrainJob on the ClusterTrainingRuntime trainingRuntime (Trainer >= 2.2)."
+        ),
+    )
+    training_runtime: str = Field(
+        default="speculators-torchrun",
+        description="runtime trainjob: the ClusterTrainingRuntime (the chart ships speculators-torchrun).",
+        max_length=253,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1123_SUBDOMAIN)})",
+                "training.trainingRuntime must be a ClusterTrainingRuntime name (lowercase DNS-1123)",
+            )
+        ),
+    )
+    queue_name: str | None = Field(
+        default=None,
+        description=(
+            "Kueue LocalQueue of the train step (label kueue.x-k8s.io/queue-name on its Job or TrainJob): "
+            "Kueue admits it against the queue's GPU quota."
+        ),
+        max_length=63,
+        json_schema_extra=cel(
+            rule(f"self.matches({re2(DNS1123_LABEL)})", "training.queueName must be a LocalQueue name")
+        ),
     )
 
 

@@ -2,8 +2,8 @@
 
 - create/update/resume of a CR: reconcile now (Kopf retries failures, progress under speculators.ai/*);
 - watch events of the CRs: keep the registry for the periodic loops; wake dependents;
-- watch events of our Jobs, Pods, Deployments, (LLM)InferenceServices and Routes (server-side label selector):
-  wake their owner.
+- watch events of our Jobs, TrainJobs, Pods, Deployments, (LLM)InferenceServices and Routes (server-side
+  label selector): wake their owner.
 No delete handlers, timers or daemons: ownerReferences + garbage collection delete the children, and
 nothing here needs a finalizer, so deletion never waits for the operator.
 """
@@ -56,6 +56,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         ("apps", "deployments"),
         ("serving.kserve.io", "inferenceservices"),
         ("serving.kserve.io", "llminferenceservices"),
+        ("trainer.kubeflow.org", "trainjobs"),
         ("route.openshift.io", "routes"),
     ):
         key = (group, plural) if group else plural
@@ -158,6 +159,11 @@ def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
 async def job_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+    _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event("trainer.kubeflow.org", "v1alpha1", "trainjobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def trainjob_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
     _wake_owner(memo, namespace, labels)
 
 

@@ -15,6 +15,7 @@ from speculators_operator import opmetrics
 from speculators_operator.kube import Kube, KubeError
 from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render import training as render_training
+from speculators_operator.render import trainjob as render_trainjob
 from speculators_operator.render.common import Images
 from speculators_operator.status.conditions import Cond, merge, now_iso
 from speculators_operator.status.patch import merge_patch
@@ -121,7 +122,10 @@ class Reconciler:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         selector = {c.LABEL_TRAINING: name, c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
         observed = TrainingObserved()
-        for job in self.kube.list("Job", ns, selector):
+        workloads = self.kube.list("Job", ns, selector)
+        if self.kube.serves("TrainJob"):  # runtime trainjob (or a TrainJob left from it)
+            workloads += self.kube.list("TrainJob", ns, selector)
+        for job in workloads:
             step = (job["metadata"].get("annotations") or {}).get(c.ANNOTATION_STEP)
             if (
                 step
@@ -130,7 +134,9 @@ class Reconciler:
             ):
                 observed.jobs[step] = job
         for pod in self.kube.list("Pod", ns, selector):
-            job_name = (pod["metadata"].get("labels") or {}).get(c.JOB_NAME_LABEL)
+            pod_labels = pod["metadata"].get("labels") or {}
+            # A TrainJob's pods belong to its JobSet (named after it), a step Job's to that Job.
+            job_name = pod_labels.get(render_trainjob.JOBSET_NAME_LABEL) or pod_labels.get(c.JOB_NAME_LABEL)
             if job_name:
                 observed.pods.setdefault(job_name, []).append(pod)
         if not ((body.get("spec") or {}).get("output") or {}).get("pvc", {}).get("claimName"):

@@ -12,6 +12,7 @@ from speculators_core.sources import parse_source
 from speculators_operator import constants as c
 from speculators_operator.api.training import SpeculatorTrainingSpec
 from speculators_operator.render import common as r
+from speculators_operator.render import trainjob
 
 STEPS = ("prepare", "datagen", "train", "eval", "publish")
 COMPONENTS = {"workspace", *STEPS, "deploy"}
@@ -159,8 +160,9 @@ def workspace_pvc(ctx: TrainingContext) -> dict[str, Any] | None:
 
 
 def train_service(ctx: TrainingContext) -> dict[str, Any] | None:
-    """Headless Service giving multi-node training pods stable DNS names (<job>-<index>.<job>)."""
-    if ctx.spec.training.nodes <= 1:
+    """Headless Service giving multi-node training pods stable DNS names (<job>-<index>.<job>); a TrainJob
+    gets its own from Trainer."""
+    if ctx.spec.training.nodes <= 1 or ctx.spec.training.runtime == "trainjob":
         return None
     name = job_name(ctx.name, "train")
     return {
@@ -343,7 +345,11 @@ def _train(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[
         mounts=parts.mounts,
         resource_spec=r.resources(t.resources, r.gpu_limits(t.gpus_per_node)),
     )
-    if t.nodes * t.gpus_per_node > 1:
+    if t.runtime == "trainjob":
+        # Kubeflow Trainer injects torchrun's rendezvous (PET_*), which torchrun reads from the environment.
+        container["command"] = ["torchrun"]
+        container["args"] = ["-m", "speculators_core.cli", "train", *args]
+    elif t.nodes * t.gpus_per_node > 1:
         # torchrun starts one `speculators train` per GPU; Kubernetes expands $(VAR) from the env below.
         container["command"] = ["torchrun"]
         container["args"] = [
@@ -495,14 +501,23 @@ def step_job(ctx: TrainingContext, step: str, step_hash: str) -> dict[str, Any]:
         nodes = spec.training.nodes
         job_spec.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
         pod_spec["subdomain"] = name
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": r.child_metadata(
-            ctx.body, name, labels, {c.ANNOTATION_SPEC_HASH: step_hash, c.ANNOTATION_STEP: step}
-        ),
-        "spec": job_spec,
-    }
+    metadata = r.child_metadata(
+        ctx.body, name, labels, {c.ANNOTATION_SPEC_HASH: step_hash, c.ANNOTATION_STEP: step}
+    )
+    if step == "train" and spec.training.runtime == "trainjob":
+        t = spec.training
+        return trainjob.train_job(
+            metadata,
+            job_spec["template"]["metadata"],
+            pod_spec,
+            runtime=t.training_runtime,
+            nodes=t.nodes,
+            gpus_per_node=t.gpus_per_node,
+            queue=t.queue_name,
+        )
+    if step == "train" and spec.training.queue_name:
+        metadata["labels"][trainjob.QUEUE_LABEL] = spec.training.queue_name
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def deploy_name(ctx: TrainingContext) -> str | None:

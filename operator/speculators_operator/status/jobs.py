@@ -146,6 +146,19 @@ def _creation_order(pod: dict[str, Any]) -> str:
     return (pod.get("metadata") or {}).get("creationTimestamp") or ""
 
 
+def _state(
+    done: dict[str, Any] | None, failed: dict[str, Any] | None, counts: tuple[int, int, int], pods: list[Any]
+) -> JobState:
+    """Succeeded/Failed from the terminal condition; Running once any pod is ready, finished or running."""
+    if done:
+        return "Succeeded"
+    if failed:
+        return "Failed"
+    if any(counts) or any((p.get("status") or {}).get("phase") == "Running" for p in pods):
+        return "Running"
+    return "Pending"
+
+
 def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
@@ -153,20 +166,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     ready = status.get("ready") or 0
     active = status.get("active") or 0
-    state: JobState
-    if done:
-        state = "Succeeded"
-    elif failed:
-        state = "Failed"
-    elif (
-        ready > 0
-        or (status.get("succeeded") or 0) > 0
-        or (status.get("failed") or 0) > 0
-        or any((p.get("status") or {}).get("phase") == "Running" for p in pods)
-    ):
-        state = "Running"
-    else:
-        state = "Pending"
+    counts = (ready, status.get("succeeded") or 0, status.get("failed") or 0)
+    state = _state(done, failed, counts, pods)
     terminal = done or failed or {}
     results = []
     for pod in sorted(pods, key=_creation_order):
@@ -188,3 +189,43 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
         results=results,
         pending_reason=_pending_reason(pods) if state == "Pending" else "",
     )
+
+
+def observe_trainjob(trainjob: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
+    """A Kubeflow Trainer TrainJob as a step: Complete/Failed conditions (their reason and message are its
+    JobSet's), jobsStatus for the counts, its pods' termination messages for the summaries."""
+    meta = trainjob.get("metadata") or {}
+    status = trainjob.get("status") or {}
+    done = _condition(trainjob, "Complete")
+    failed = _condition(trainjob, "Failed")
+    counts = {key: 0 for key in ("active", "ready", "succeeded", "failed")}
+    for job in status.get("jobsStatus") or []:
+        for key in counts:
+            counts[key] += int(job.get(key) or 0)
+    state = _state(done, failed, (counts["ready"], counts["succeeded"], counts["failed"]), pods)
+    terminal = done or failed or {}
+    suspended = _condition(trainjob, "Suspended")
+    results = []
+    for pod in sorted(pods, key=_creation_order):
+        results += _pod_results(pod)
+    pending = _pending_reason(pods) if state == "Pending" else ""
+    if state == "Pending" and suspended and not pending:
+        pending = _clip(f"Suspended: {suspended.get('message') or 'waiting for admission (Kueue)'}")
+    return JobObservation(
+        name=meta.get("name", ""),
+        hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
+        state=state,
+        deleting=bool(meta.get("deletionTimestamp")),
+        start_time=meta.get("creationTimestamp"),
+        completion_time=terminal.get("lastTransitionTime") if terminal else None,
+        reason=terminal.get("reason", ""),
+        message=terminal.get("message", ""),
+        results=results,
+        pending_reason=pending,
+        **counts,
+    )
+
+
+def observe_step(obj: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
+    """A step's workload, a Job or (the train step with runtime trainjob) a TrainJob."""
+    return observe_trainjob(obj, pods) if obj.get("kind") == "TrainJob" else observe_job(obj, pods)

@@ -17,7 +17,7 @@ from speculators_operator.render import common as render_common
 from speculators_operator.render import training as render
 from speculators_operator.status import promotion as gate
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
-from speculators_operator.status.jobs import JobObservation, observe_job
+from speculators_operator.status.jobs import JobObservation, observe_step
 from speculators_operator.status.plan import Event, Plan, phase_events
 
 PHASE_OF_STEP = {
@@ -151,7 +151,7 @@ def derive_training(
         job = observed.jobs.get(step)
         record = prev_steps.get(step)
         if job is not None:
-            obs = observe_job(job, observed.pods.get(name, []))
+            obs = observe_step(job, observed.pods.get(name, []))
             retry_failed = retry and obs.state == "Failed"
             if obs.hash != step_hash or obs.deleting or retry_failed:
                 # Inputs changed, a retry was asked for, or a replacement is under way: the old Job goes,
