@@ -1,4 +1,4 @@
-"""Argo CD health checks (argocd/resource_customizations/speculators.ai/<Kind>/health.lua) on a real Lua
+"""Argo CD health checks (argocd/resource_customizations/<group>/<Kind>/health.lua) on a real Lua
 5.1 interpreter, with Argo CD's own test layout: health_test.yaml lists testdata/*.yaml and the expected
 {status, message}."""
 
@@ -13,14 +13,25 @@ import yaml
 from argocd_lua import lua_version, run_health, run_health_file
 
 REPO = Path(__file__).resolve().parents[2]
-CUSTOMIZATIONS = REPO / "argocd" / "resource_customizations" / "speculators.ai"
+ROOT = REPO / "argocd" / "resource_customizations"
+CUSTOMIZATIONS = ROOT / "speculators.ai"
 KINDS = ("Speculator", "SpeculatorTraining")
+GROUPS = {
+    "Speculator": "speculators.ai",
+    "SpeculatorTraining": "speculators.ai",
+    "TrainJob": "trainer.kubeflow.org",
+}
+ALL_KINDS = tuple(GROUPS)
+
+
+def _dir(kind: str) -> Path:
+    return ROOT / GROUPS[kind] / kind
 
 
 def _cases() -> list[Any]:
     cases = []
-    for kind in KINDS:
-        spec = yaml.safe_load((CUSTOMIZATIONS / kind / "health_test.yaml").read_text())
+    for kind in ALL_KINDS:
+        spec = yaml.safe_load((_dir(kind) / "health_test.yaml").read_text())
         for case in spec["tests"]:
             cases.append(pytest.param(kind, case, id=f"{kind}-{Path(case['inputPath']).stem}"))
     return cases
@@ -40,9 +51,9 @@ def test_sandbox_has_no_string_library_as_in_argocd_cm() -> None:
 
 @pytest.mark.parametrize(("kind", "case"), _cases())
 def test_health_of_testdata(kind: str, case: dict[str, Any]) -> None:
-    obj = yaml.safe_load((CUSTOMIZATIONS / kind / case["inputPath"]).read_text())
+    obj = yaml.safe_load((_dir(kind) / case["inputPath"]).read_text())
     assert obj["kind"] == kind
-    health = run_health_file(CUSTOMIZATIONS / kind / "health.lua", obj)
+    health = run_health_file(_dir(kind) / "health.lua", obj)
     assert (health.status, health.message) == (
         case["healthStatus"]["status"],
         case["healthStatus"]["message"],
@@ -50,22 +61,23 @@ def test_health_of_testdata(kind: str, case: dict[str, Any]) -> None:
 
 
 def test_every_testdata_file_is_covered() -> None:
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         listed = {
             Path(c["inputPath"]).name
-            for c in yaml.safe_load((CUSTOMIZATIONS / kind / "health_test.yaml").read_text())["tests"]
+            for c in yaml.safe_load((_dir(kind) / "health_test.yaml").read_text())["tests"]
         }
-        present = {p.name for p in (CUSTOMIZATIONS / kind / "testdata").glob("*.yaml")}
+        present = {p.name for p in (_dir(kind) / "testdata").glob("*.yaml")}
         assert listed == present, kind
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_every_health_status_of_the_contract_is_exercised(kind: str) -> None:
     statuses = {
         c["healthStatus"]["status"]
-        for c in yaml.safe_load((CUSTOMIZATIONS / kind / "health_test.yaml").read_text())["tests"]
+        for c in yaml.safe_load((_dir(kind) / "health_test.yaml").read_text())["tests"]
     }
-    expected = {"Healthy", "Progressing", "Degraded"} | ({"Suspended"} if kind == "Speculator" else set())
+    suspends = kind in ("Speculator", "TrainJob")
+    expected = {"Healthy", "Progressing", "Degraded"} | ({"Suspended"} if suspends else set())
     assert statuses == expected
 
 
@@ -174,17 +186,21 @@ def test_health_of_the_status_the_operator_derives() -> None:
     assert _health("SpeculatorTraining", _with_status(training, plan.status)) == "Degraded"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_testdata_are_valid_objects_of_the_crds(
-    kind: str, kube_api: Any, install_crds: Any, namespace: str
+    kind: str, kube_api: Any, install_crds: Any, third_party_crds: list[str], namespace: str
 ) -> None:
-    """Each testdata object is one the API server would store: created, then its status written through
-    the status subresource, nothing is pruned (a renamed status field would be)."""
+    """Each testdata object is one the API server would store (ours, or Trainer v2.3.0's CRD): created, then
+    its status written through the status subresource, nothing is pruned (a renamed field would be)."""
     from release.paths import CRDS
 
     install_crds(*sorted(CRDS.glob("speculators.ai_*.yaml")))
-    plural = {"Speculator": "speculators", "SpeculatorTraining": "speculatortrainings"}[kind]
-    for i, path in enumerate(sorted((CUSTOMIZATIONS / kind / "testdata").glob("*.yaml"))):
+    plural = {
+        "Speculator": "speculators",
+        "SpeculatorTraining": "speculatortrainings",
+        "TrainJob": "trainjobs",
+    }[kind]
+    for i, path in enumerate(sorted((_dir(kind) / "testdata").glob("*.yaml"))):
         obj = yaml.safe_load(path.read_text())
         name = f"health-{i}"
         created = kube_api.create(
@@ -200,7 +216,7 @@ def test_testdata_are_valid_objects_of_the_crds(
             continue
         stored = kube_api.request(
             "PATCH",
-            f"/apis/speculators.ai/v1alpha1/namespaces/{namespace}/{plural}/{name}/status",
+            f"/apis/{obj['apiVersion']}/namespaces/{namespace}/{plural}/{name}/status",
             body={"status": obj["status"]},
             content_type="application/merge-patch+json",
         )
