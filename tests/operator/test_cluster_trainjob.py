@@ -56,12 +56,11 @@ def _get(kube_api: Any, k: Kube, name: str) -> dict[str, Any] | None:
 def test_the_train_step_runs_as_a_trainjob_and_folds_back(
     trainer: Any, operator: OperatorProcess, k: Kube, kube_api: Any
 ) -> None:
-    training = {"mode": "online", "runtime": "trainjob", "nodes": 2, "queueName": "gpu-team"}
+    training = {"mode": "online", "runtime": "trainjob", "nodes": 2}
     k.create(training_body("tj", training=training))
     k.release_pods("job-name=tj-prepare", message=json.dumps(PREPARE))
 
     trainjob = _trainjob(kube_api, k, "tj-train")
-    assert trainjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team"
     assert trainjob["spec"]["runtimeRef"]["name"] == "speculators-torchrun"
     (patch,) = trainjob["spec"]["runtimePatches"]  # kept whole by Trainer's CRD: nothing pruned
     assert patch["manager"] == "speculators.ai/operator"

@@ -50,7 +50,8 @@ TRAININGS: dict[str, dict[str, Any]] = {
         "output": {"s3": {"uri": "s3://drafts/llama", "secretRef": {"name": "aws"}}},
     },
     "trainjob-two-nodes-kueue": {
-        "training": {"runtime": "trainjob", "nodes": 2, "gpusPerNode": 4, "queueName": "gpu-team"},
+        "training": {"runtime": "trainjob", "nodes": 2, "gpusPerNode": 4},
+        "scheduling": {"queueName": "gpu-team"},
     },
     "trainjob-one-gpu": {"training": {"runtime": "trainjob"}},
     "hub-push-single-node-multi-gpu": {

@@ -8,6 +8,7 @@ from annotated_types import MaxLen
 from pydantic import Field
 
 from speculators_operator.api.base import (
+    DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     FreeForm,
     K8sModel,
@@ -208,6 +209,20 @@ class Scheduling(K8sModel):
                 f"self.matches({re2(DNS1123_SUBDOMAIN)})",
                 "scheduling.priorityClassName must be a PriorityClass name (lowercase DNS-1123 subdomain, "
                 "e.g. high-priority)",
+            )
+        ),
+    )
+    queue_name: str | None = Field(
+        default=None,
+        description=(
+            "Kueue LocalQueue (label kueue.x-k8s.io/queue-name): on every Job and TrainJob (Jobs are created "
+            "suspended, for Kueue to admit against the queue's quota) and on the serving workload."
+        ),
+        max_length=63,
+        json_schema_extra=cel(
+            rule(
+                f"self.matches({re2(DNS1123_LABEL)})",
+                "scheduling.queueName must be a LocalQueue name (lowercase DNS-1123 label, e.g. gpu-team)",
             )
         ),
     )

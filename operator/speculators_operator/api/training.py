@@ -9,7 +9,6 @@ from pydantic import Field
 
 from speculators_operator.api.base import (
     DNS1035_LABEL,
-    DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     K8sModel,
     Quantity,
@@ -184,17 +183,6 @@ class TrainingParams(K8sModel):
                 f"self.matches({re2(DNS1123_SUBDOMAIN)})",
                 "training.trainingRuntime must be a ClusterTrainingRuntime name (lowercase DNS-1123)",
             )
-        ),
-    )
-    queue_name: str | None = Field(
-        default=None,
-        description=(
-            "Kueue LocalQueue of the train step (label kueue.x-k8s.io/queue-name on its Job or TrainJob): "
-            "Kueue admits it against the queue's GPU quota."
-        ),
-        max_length=63,
-        json_schema_extra=cel(
-            rule(f"self.matches({re2(DNS1123_LABEL)})", "training.queueName must be a LocalQueue name")
         ),
     )
 

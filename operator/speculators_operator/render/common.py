@@ -335,6 +335,14 @@ def apply_scheduling(pod_spec: dict[str, Any], scheduling: Scheduling | None) ->
         pod_spec["serviceAccountName"] = scheduling.service_account_name
 
 
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def queue_name(scheduling: Scheduling | None) -> str | None:
+    """The Kueue LocalQueue of spec.scheduling.queueName, if any."""
+    return scheduling.queue_name if scheduling is not None else None
+
+
 def job_failure_policy() -> dict[str, Any]:
     """Exit codes 2/3 of the CLI are permanent (bad input, incompatible model): fail the Job at once.
 

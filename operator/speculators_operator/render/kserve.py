@@ -189,6 +189,9 @@ def _predictor(ctx: SpeculatorContext, draft: ResolvedDraft, *, canary: bool) ->
     pod_labels.pop(DASHBOARD_LABEL)
     if canary:
         pod_labels[c.LABEL_TRACK] = c.TRACK_CANARY
+    queue = r.queue_name(spec.scheduling)
+    if queue:
+        pod_labels[r.QUEUE_LABEL] = queue
     template_meta = r.pod_template_metadata(
         pod_labels,
         spec.pod_metadata,

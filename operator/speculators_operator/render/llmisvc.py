@@ -96,6 +96,9 @@ def llm_inference_service(ctx: SpeculatorContext, draft: ResolvedDraft) -> dict[
     spec = ctx.spec
     parts, draft_path = _pod_parts(ctx, draft)
     labels = r.labels(c.APP_SPECULATOR, "vllm", ctx.deployment_name, c.LABEL_SPECULATOR, ctx.name)
+    queue = r.queue_name(spec.scheduling)
+    if queue:
+        labels[r.QUEUE_LABEL] = queue
     pod_meta = r.pod_template_metadata(
         {**labels, **pod_selector(ctx)},
         spec.pod_metadata,

@@ -391,6 +391,9 @@ def deployment(ctx: SpeculatorContext, draft: ResolvedDraft, *, canary: bool = F
     labels = _labels(ctx, "vllm", name)
     if canary:
         labels[c.LABEL_TRACK] = c.TRACK_CANARY
+    queue = r.queue_name(spec.scheduling)
+    if queue:  # Kueue's Deployment/pod integration admits the pods against the queue's quota
+        labels[r.QUEUE_LABEL] = queue
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(spec.vllm.port),

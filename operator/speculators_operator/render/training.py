@@ -504,6 +504,7 @@ def step_job(ctx: TrainingContext, step: str, step_hash: str) -> dict[str, Any]:
     metadata = r.child_metadata(
         ctx.body, name, labels, {c.ANNOTATION_SPEC_HASH: step_hash, c.ANNOTATION_STEP: step}
     )
+    queue = r.queue_name(spec.scheduling)
     if step == "train" and spec.training.runtime == "trainjob":
         t = spec.training
         return trainjob.train_job(
@@ -513,10 +514,12 @@ def step_job(ctx: TrainingContext, step: str, step_hash: str) -> dict[str, Any]:
             runtime=t.training_runtime,
             nodes=t.nodes,
             gpus_per_node=t.gpus_per_node,
-            queue=t.queue_name,
+            queue=queue,
         )
-    if step == "train" and spec.training.queue_name:
-        metadata["labels"][trainjob.QUEUE_LABEL] = spec.training.queue_name
+    if queue:
+        # Created suspended, as Kueue expects: it admits (unsuspends) the Job against the queue's quota.
+        metadata["labels"][r.QUEUE_LABEL] = queue
+        job_spec["suspend"] = True
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 

@@ -29,7 +29,6 @@ API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
 NODE = "node"  # the trainer replicatedJob and its container in Trainer's torch runtimes (and ours)
 PATCH_MANAGER = "speculators.ai/operator"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"  # on the pods of a TrainJob's JobSet
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 # Pod-spec fields a runtime patch may set (Trainer 2.3's PodSpecPatch), of those the operator renders.
@@ -64,7 +63,7 @@ def train_job(
     pod_patch.update({k: pod_spec[k] for k in PATCHABLE if k in pod_spec})
     labels = dict(metadata.get("labels") or {})
     if queue:
-        labels[QUEUE_LABEL] = queue
+        labels[r.QUEUE_LABEL] = queue
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
