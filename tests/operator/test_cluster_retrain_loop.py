@@ -70,8 +70,10 @@ def drift_and_retrain(k: Kube, name: str, scenario: Scenario) -> dict[str, Any]:
     assert (owner["kind"], owner["name"], owner["controller"]) == ("Speculator", name, True)
     assert training["spec"]["data"]["datasets"] == [{"uri": f"pvc://{name}-traffic/{name}"}]
     assert training["spec"]["data"]["regenerateEndpoint"] == f"http://{name}.{k.ns}.svc:8000/v1"
-    status = k.get("Speculator", name)["status"]
-    assert status["retrain"]["active"] == f"{name}-r1"
+    # The operator creates the training, then writes status: wait for the write, do not race it.
+    status = k.wait_status(
+        "Speculator", name, lambda s: (s.get("retrain") or {}).get("active") == f"{name}-r1", "retrain active"
+    )
     assert status["retrain"]["trigger"]["meanAcceptanceLength"] < status["retrain"]["threshold"]
     assert cond(status, "Retraining")["status"] == "True"
     return training

@@ -29,13 +29,20 @@ API = "trainer.kubeflow.org/v1alpha1"
 JOBSET = "jobset.sigs.k8s.io/jobset-name"
 
 
+# Cluster-scoped: a name of the test's own (speculators-torchrun is the chart tests'), removed after.
+RUNTIME = "speculators-torchrun-test"
+
+
 @pytest.fixture
 def trainer(third_party_crds: list[str], kube_api: Any, k: Kube) -> Any:
-    runtime = cluster_training_runtime("speculators-torchrun", Images().runtime, "IfNotPresent")
+    runtime = cluster_training_runtime(RUNTIME, Images().runtime, "IfNotPresent")
     kube_api.apply(runtime, force=True)
     standin = TrainerStandIn(kube_api, k.ns)
-    with in_background(standin.run):
-        yield standin
+    try:
+        with in_background(standin.run):
+            yield standin
+    finally:
+        kube_api.delete(API, "ClusterTrainingRuntime", RUNTIME)
 
 
 def _trainjob(kube_api: Any, k: Kube, name: str) -> dict[str, Any]:
@@ -56,12 +63,12 @@ def _get(kube_api: Any, k: Kube, name: str) -> dict[str, Any] | None:
 def test_the_train_step_runs_as_a_trainjob_and_folds_back(
     trainer: Any, operator: OperatorProcess, k: Kube, kube_api: Any
 ) -> None:
-    training = {"mode": "online", "runtime": "trainjob", "nodes": 2}
+    training = {"mode": "online", "runtime": "trainjob", "nodes": 2, "trainingRuntime": RUNTIME}
     k.create(training_body("tj", training=training))
     k.release_pods("job-name=tj-prepare", message=json.dumps(PREPARE))
 
     trainjob = _trainjob(kube_api, k, "tj-train")
-    assert trainjob["spec"]["runtimeRef"]["name"] == "speculators-torchrun"
+    assert trainjob["spec"]["runtimeRef"]["name"] == RUNTIME
     (patch,) = trainjob["spec"]["runtimePatches"]  # kept whole by Trainer's CRD: nothing pruned
     assert patch["manager"] == "speculators.ai/operator"
     assert k.get("Service", "tj-train") is None  # Trainer's JobSet brings its own headless Service
@@ -89,7 +96,9 @@ def test_the_train_step_runs_as_a_trainjob_and_folds_back(
 def test_a_failed_trainjob_fails_the_step_and_the_retry_annotation_replaces_it(
     trainer: Any, operator: OperatorProcess, k: Kube, kube_api: Any
 ) -> None:
-    k.create(training_body("tjf", training={"mode": "online", "runtime": "trainjob"}))
+    k.create(
+        training_body("tjf", training={"mode": "online", "runtime": "trainjob", "trainingRuntime": RUNTIME})
+    )
     k.release_pods("job-name=tjf-prepare", message=json.dumps(PREPARE))
     first = _trainjob(kube_api, k, "tjf-train")
     k.release_pods(f"{JOBSET}=tjf-train", outcome="fail", exit_code=2, message="bad data")

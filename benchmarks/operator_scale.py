@@ -1,0 +1,336 @@
+"""The operator at fleet scale: N Speculators and M SpeculatorTrainings on the embedded control plane.
+
+The real kube-apiserver, etcd, controller-manager and scheduler, kwok GPU nodes (pods become Running and
+Ready, no containers), the real `speculators-operator` process (namespace-scoped). Live metrics come from a
+Prometheus stand-in (one HTTP server answering the operator's PromQL for every Speculator; its numbers change
+every scrape, as a busy fleet's do), so the scrape loop, the status writes and the reconciles run as in
+production; the training pods are held Running (kwok), so the trainings stay in their first step.
+
+Measures:
+- apply -> first child created (Speculator: its Deployment; training: its prepare Job), per CR, p50/p99,
+  from a watch on the children (times are this process's clock at create and at the watch event);
+- time from the first create to all Speculators Ready (kwok pods ready) and every training started;
+- steady state over `--steady-seconds` with metrics scraping: operator CPU (cores) and RSS (MB, max), API
+  requests per minute by verb and resource (the API server's own apiserver_request_total, all clients;
+  ours are the speculators.ai rows) and status writes per Speculator per metrics window.
+
+Targets (issue 15): p50 < 0.5 s, p99 < 2 s, <= 1 status write per CR per window, RSS < 300 MB.
+Prints one JSON line. Usage: .venv/bin/python benchmarks/operator_scale.py [--speculators 1000]
+[--trainings 100] [--steady-seconds 600] (needs the control plane: make control-plane).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "hack"), str(REPO / "operator"), str(REPO)]
+
+from kubernetes import client, watch  # noqa: E402
+
+from kubecluster.cluster import ClusterConfig, EmbeddedCluster  # noqa: E402
+from kubecluster.manifests import install_crds  # noqa: E402
+from kubecluster.procs import free_port  # noqa: E402
+
+NS = "scale"
+GROUP, VERSION = "speculators.ai", "v1alpha1"
+WORK = REPO / ".work" / "bench" / "scale"
+
+
+class PrometheusStandIn(http.server.ThreadingHTTPServer):
+    """Answers /api/v1/query with the acceptance counters of a busy fleet, different on every query."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.queries = 0
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: PrometheusStandIn
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        self.server.queries += 1
+        tick = self.server.queries % 17  # traffic moves: the numbers change from scrape to scrape
+        drafts = 1000.0 + 10 * tick
+        if "by (position)" in query:
+            result = [
+                {"metric": {"position": str(i)}, "value": [time.time(), str(drafts * p)]}
+                for i, p in enumerate((0.8, 0.6, 0.45))
+            ]
+        elif query.startswith("count("):
+            result = [{"metric": {}, "value": [time.time(), "1"]}]
+        else:
+            value = {"drafts": drafts, "tokens": 3 * drafts, "accepted": 1.85 * drafts}
+            key = "tokens" if "draft_tokens" in query else "accepted" if "accepted" in query else "drafts"
+            result = [{"metric": {}, "value": [time.time(), str(value[key])]}]
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def speculator(i: int, prometheus: str, interval: int, window: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Speculator",
+        "metadata": {"name": f"spd-{i:04d}"},
+        "spec": {
+            "verifier": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "draft": {"uri": "hf://RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3"},
+            "method": "eagle3",
+            "numSpeculativeTokens": 3,
+            "resources": {"limits": {"nvidia.com/gpu": 1}, "requests": {"cpu": "10m", "memory": "16Mi"}},
+            "metrics": {
+                "source": "prometheus",
+                "prometheusUrl": prometheus,
+                "intervalSeconds": interval,
+                "windowSeconds": window,
+            },
+        },
+    }
+
+
+def training(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SpeculatorTraining",
+        "metadata": {"name": f"train-{i:03d}"},
+        "spec": {
+            "verifier": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "data": {"datasets": [{"uri": "hf://HuggingFaceH4/ultrachat_200k"}]},
+            "output": {"pvc": {"size": "1Gi"}},
+            "podMetadata": {"annotations": {"sim.speculators.ai/hold": "true"}},
+        },
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class ChildWatch:
+    """First time each owner's child (Deployment, Job) is seen, on this process's clock."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.seen: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(fn,), daemon=True)
+            for fn in (
+                client.AppsV1Api(api).list_namespaced_deployment,
+                client.BatchV1Api(api).list_namespaced_job,
+            )
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, list_fn: Any) -> None:
+        w = watch.Watch()
+        while not self.stop.is_set():
+            for event in w.stream(list_fn, NS, timeout_seconds=30, _request_timeout=40):
+                meta = event["object"].metadata
+                for ref in meta.owner_references or []:
+                    self.seen.setdefault(ref.name, time.monotonic())
+                if self.stop.is_set():
+                    break
+
+
+def apiserver_requests(api: client.ApiClient) -> dict[tuple[str, str, str], float]:
+    """apiserver_request_total summed by (verb, resource, subresource), from the API server's /metrics."""
+    resp = api.rest_client.request("GET", api.configuration.host + "/metrics")
+    text = resp.data.decode() if isinstance(resp.data, bytes) else str(resp.data)
+    out: dict[tuple[str, str, str], float] = {}
+    for line in str(text).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def proc_sample(pid: int) -> tuple[float, float]:
+    """(CPU seconds, RSS MB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = next(
+        int(x.split()[1])
+        for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if x.startswith("VmRSS")
+    )
+    return cpu, rss / 1024
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--speculators", type=int, default=1000)
+    ap.add_argument("--trainings", type=int, default=100)
+    ap.add_argument("--steady-seconds", type=int, default=600)
+    ap.add_argument("--interval", type=int, default=30, help="metrics.intervalSeconds")
+    ap.add_argument("--window", type=int, default=120, help="metrics.windowSeconds")
+    ap.add_argument("--timeout", type=float, default=1800)
+    args = ap.parse_args()
+
+    nodes = max(4, -(-args.speculators // 8) + 2)
+    WORK.mkdir(parents=True, exist_ok=True)
+    prom = PrometheusStandIn()
+    threading.Thread(target=prom.serve_forever, daemon=True).start()
+    prom_url = f"http://127.0.0.1:{prom.server_address[1]}"
+    with EmbeddedCluster(WORK / "cluster", ClusterConfig(nodes=nodes, gpus_per_node=8)) as cluster:
+        api = cluster.api_client()
+        install_crds(api, sorted((REPO / "crds").glob("*.yaml")))
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": NS}})
+        custom = client.CustomObjectsApi(api)
+        liveness = free_port()
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
+        log = (WORK / "operator.log").open("wb")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "speculators_operator", "--namespace", NS, "--metrics-port", "0",
+             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-level", "WARNING"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            return _run(args, api, custom, operator, prom, prom_url)
+        finally:
+            operator.terminate()
+            operator.wait(30)
+            prom.shutdown()
+
+
+def _run(
+    args: argparse.Namespace,
+    api: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    operator: subprocess.Popen[bytes],
+    prom: PrometheusStandIn,
+    prom_url: str,
+) -> int:
+    children = ChildWatch(api)
+    created: dict[str, float] = {}
+    objects = [speculator(i, prom_url, args.interval, args.window) for i in range(args.speculators)]
+    objects += [training(i) for i in range(args.trainings)]
+
+    def create(obj: dict[str, Any]) -> None:
+        plural = "speculators" if obj["kind"] == "Speculator" else "speculatortrainings"
+        t = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural, obj)
+        created[obj["metadata"]["name"]] = t
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, objects))
+    applied = time.monotonic() - start
+
+    deadline = start + args.timeout
+    all_ready = None
+    while time.monotonic() < deadline:
+        spds = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "speculators")["items"]
+        trs = custom.list_namespaced_custom_object(GROUP, VERSION, NS, "speculatortrainings")["items"]
+        n_ready = sum(ready(o) for o in spds)
+        n_started = sum((o.get("status") or {}).get("phase") not in (None, "Failed") for o in trs)
+        if n_ready == args.speculators and n_started == args.trainings and len(children.seen) >= len(objects):
+            all_ready = time.monotonic() - start
+            break
+        time.sleep(2)
+    latencies = [children.seen[n] - t for n, t in created.items() if n in children.seen]
+    spd_lat = [
+        children.seen[n] - t for n, t in created.items() if n.startswith("spd-") and n in children.seen
+    ]
+    tr_lat = [
+        children.seen[n] - t for n, t in created.items() if n.startswith("train-") and n in children.seen
+    ]
+
+    # Steady state: scraping, status writes, API traffic.
+    before = apiserver_requests(api)
+    queries0 = prom.queries
+    cpu0, rss0 = proc_sample(operator.pid)
+    rss_max = rss0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.steady_seconds:
+        time.sleep(5)
+        _, rss = proc_sample(operator.pid)
+        rss_max = max(rss_max, rss)
+    elapsed = time.monotonic() - t0
+    cpu1, rss1 = proc_sample(operator.pid)
+    after = apiserver_requests(api)
+    children.stop.set()
+    per_minute = {
+        f"{verb} {resource}{'/' + sub if sub else ''}": round(
+            (after[k] - before.get(k, 0.0)) * 60 / elapsed, 1
+        )
+        for k in after
+        for verb, resource, sub in [k]
+        if after[k] - before.get(k, 0.0) > 0
+    }
+    status_writes = sum(
+        after[k] - before.get(k, 0.0)
+        for k in after
+        if k[1] == "speculators" and k[2] == "status" and k[0] in ("PATCH", "UPDATE", "APPLY")
+    )
+    windows = elapsed / args.window
+    ours = {k: v for k, v in sorted(per_minute.items(), key=lambda kv: -kv[1]) if "speculator" in k}
+    others = dict(
+        sorted(((k, v) for k, v in per_minute.items() if "speculator" not in k), key=lambda kv: -kv[1])[:12]
+    )
+    result = {
+        "benchmark": "operator_scale",
+        "speculators": args.speculators,
+        "trainings": args.trainings,
+        "create_seconds": round(applied, 1),
+        "apply_to_child_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "apply_to_child_p99_s": round(pct(latencies, 0.99), 3) if latencies else None,
+        "speculator_apply_to_deployment_p50_s": round(statistics.median(spd_lat), 3) if spd_lat else None,
+        "speculator_apply_to_deployment_p99_s": round(pct(spd_lat, 0.99), 3) if spd_lat else None,
+        "training_apply_to_job_p50_s": round(statistics.median(tr_lat), 3) if tr_lat else None,
+        "training_apply_to_job_p99_s": round(pct(tr_lat, 0.99), 3) if tr_lat else None,
+        "children_seen": len(children.seen),
+        "time_to_all_ready_s": round(all_ready, 1) if all_ready else None,
+        "steady_seconds": round(elapsed),
+        "metrics_interval_s": args.interval,
+        "metrics_window_s": args.window,
+        "operator_cpu_cores": round((cpu1 - cpu0) / elapsed, 3),
+        "operator_rss_mb": round(rss1, 1),
+        "operator_rss_max_mb": round(rss_max, 1),
+        "status_writes_per_speculator_per_window": round(
+            status_writes / max(args.speculators, 1) / windows, 3
+        ),
+        "prometheus_queries_per_minute": round((prom.queries - queries0) * 60 / elapsed, 1),
+        "api_requests_per_minute_ours": ours,
+        "api_requests_per_minute_top_others": others,
+        "targets": {"p50_s": 0.5, "p99_s": 2.0, "status_writes_per_window": 1, "rss_mb": 300},
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
