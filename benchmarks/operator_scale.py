@@ -147,18 +147,25 @@ class ChildWatch:
     def _run(self, list_fn: Any) -> None:
         w = watch.Watch()
         while not self.stop.is_set():
-            for event in w.stream(list_fn, NS, timeout_seconds=30, _request_timeout=40):
-                meta = event["object"].metadata
-                for ref in meta.owner_references or []:
-                    self.seen.setdefault(ref.name, time.monotonic())
-                if self.stop.is_set():
-                    break
+            try:
+                for event in w.stream(list_fn, NS, timeout_seconds=30, _request_timeout=40):
+                    meta = event["object"].metadata
+                    for ref in meta.owner_references or []:
+                        self.seen.setdefault(ref.name, time.monotonic())
+                    if self.stop.is_set():
+                        break
+            except Exception:  # the watch ended (the API server closed it, or the run is over): watch again
+                continue
 
 
 def apiserver_requests(api: client.ApiClient) -> dict[tuple[str, str, str], float]:
     """apiserver_request_total summed by (verb, resource, subresource), from the API server's /metrics."""
-    resp = api.rest_client.request("GET", api.configuration.host + "/metrics")
-    text = resp.data.decode() if isinstance(resp.data, bytes) else str(resp.data)
+    req = api.param_serialize(
+        "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    resp = api.call_api(*req)
+    resp.read()
+    text = resp.data.decode()
     out: dict[tuple[str, str, str], float] = {}
     for line in str(text).splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -180,6 +187,23 @@ def proc_sample(pid: int) -> tuple[float, float]:
         if x.startswith("VmRSS")
     )
     return cpu, rss / 1024
+
+
+def wait_alive(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Poll the operator's liveness endpoint: created objects then meet a running operator."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited with {proc.returncode}; see {WORK / 'operator.log'}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the operator did not answer {url}")
 
 
 def ready(obj: dict[str, Any]) -> bool:
@@ -219,6 +243,7 @@ def main() -> int:
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
+            wait_alive(f"http://127.0.0.1:{liveness}/healthz", operator)
             return _run(args, api, custom, operator, prom, prom_url)
         finally:
             operator.terminate()

@@ -92,6 +92,8 @@ class Kube:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(client_configuration=configuration)
+        # One pooled connection per reconcile thread (urllib3 otherwise opens and drops extra ones).
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 32)
         return cls(client.ApiClient(configuration))
 
     def _call(

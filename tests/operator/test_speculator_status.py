@@ -257,6 +257,20 @@ def test_acceptance_is_written_only_when_it_changes():
     assert plan.status["acceptance"] == acc
 
 
+def test_acceptance_is_written_at_most_once_per_window_while_traffic_keeps_its_shape():
+    """A busy fleet's numbers move every scrape; status.acceptance follows once per metrics window (the
+    live window drives drift, canary and automatic k), and at once when traffic starts or stops."""
+    from speculators_operator.status.speculator import _recent
+
+    written = {"drafts": 1000, "perPosition": [0.8, 0.6, 0.4], "lastScrapeTime": "2026-01-01T00:00:00Z"}
+    moved = {"drafts": 1010, "perPosition": [0.81, 0.6, 0.4]}
+    assert _recent(written, moved, "2026-01-01T00:04:59Z", 300)  # kept: no write
+    assert not _recent(written, moved, "2026-01-01T00:05:00Z", 300)  # a window later: written
+    assert not _recent(written, {**moved, "drafts": 0}, "2026-01-01T00:00:30Z", 300)  # traffic stopped
+    assert not _recent(written, {**moved, "perPosition": [0.8, 0.6]}, "2026-01-01T00:00:30Z", 300)  # new k
+    assert not _recent(None, moved, "2026-01-01T00:00:30Z", 300)
+
+
 def test_metrics_do_not_gate_ready():
     body = speculator(method="eagle3", numSpeculativeTokens=3, metrics={"enabled": False})
     plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}))

@@ -250,7 +250,10 @@ class Reconciler:
         plan = self._derive(body, lambda: derive_speculator(body, self.observe_speculator(body), self.images))
         self.execute(body, plan)
         opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
-        opmetrics.set_acceptance(namespace, name, plan.status.get("acceptance"))
+        # The live window (status.acceptance is refreshed at most once per window).
+        live = self.store.get((namespace, name))
+        fresh = live.summary if live is not None and live.summary and live.summary.get("pods") else None
+        opmetrics.set_acceptance(namespace, name, fresh or plan.status.get("acceptance"))
         opmetrics.set_loop(namespace, name, plan.status)
 
     # -- shared ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Kopf's create/update/resume handlers await `run_now` (errors go back to Kopf, which retries them);
 child events, scrapes and the resync loop call `trigger` (errors are retried here with backoff).
-The reconcile function is synchronous (kubernetes client), so it runs in a worker thread.
+The reconcile function is synchronous (kubernetes client), so it runs in a pool of worker threads.
 """
 
 from __future__ import annotations
@@ -10,18 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+WORKERS = 16  # reconciles in flight at once (each is mostly waiting on the API server)
 
 
 class KeyedRunner:
     def __init__(
-        self, reconcile: Callable[[str, str, str], None], backoff: tuple[float, ...] = BACKOFF
+        self,
+        reconcile: Callable[[str, str, str], None],
+        backoff: tuple[float, ...] = BACKOFF,
+        workers: int = WORKERS,
     ) -> None:
         self._reconcile = reconcile
+        # Reconciles block on API calls, not on the CPU: more threads than asyncio's default pool (cores + 4)
+        # keep a burst of new objects from queueing behind each other.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self._backoff = backoff
         self._locks: dict[Key, asyncio.Lock] = {}
         self._pending: set[Key] = set()
@@ -37,7 +45,7 @@ class KeyedRunner:
         """Reconcile now (after any run in progress); exceptions propagate."""
         async with self._lock(key):
             self._pending.discard(key)
-            await asyncio.to_thread(self._reconcile, *key)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._reconcile, *key)
 
     def trigger(self, key: Key) -> None:
         """Ask for a reconcile soon; many triggers during one run give one more run, not many."""
@@ -79,3 +87,4 @@ class KeyedRunner:
         for task in list(self._workers.values()):
             task.cancel()
         await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)

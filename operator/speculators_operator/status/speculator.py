@@ -23,11 +23,13 @@ from speculators_operator.status import llmisvc as llmisvc_status
 from speculators_operator.status import retrain as loop
 from speculators_operator.status import route as route_status
 from speculators_operator.status import tuning as auto_k
-from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
+from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso, parse_time
 from speculators_operator.status.jobs import observe_job, parse_summary
 from speculators_operator.status.plan import Event, Plan, phase_events
 
 KSERVE_MISSING = "KServeNotInstalled"
+# status.acceptance follows the live window at most once per window, and at least every this many scrapes.
+REFRESH_SCRAPES = 10
 
 # Pod waiting reasons that mean "broken", not "starting".
 BAD_WAITING = {
@@ -302,6 +304,11 @@ def _metrics(
     if state.summary is not None and measured:
         if same_values(prev_acc, state.summary):
             acceptance = prev_acc  # unchanged after rounding: no status write
+        elif _recent(
+            prev_acc, state.summary, now, min(spec.window_seconds, REFRESH_SCRAPES * spec.interval_seconds)
+        ):
+            # At most one write per window (or per REFRESH_SCRAPES scrapes): the numbers move slowly.
+            acceptance = prev_acc
         else:
             acceptance = {**state.summary, "lastScrapeTime": now_iso_from(state.scraped_at, now)}
     if state.errors and (state.source == "prometheus" or len(state.errors) >= max(state.targets, 1)):
@@ -317,6 +324,21 @@ def _metrics(
     return Cond(
         "MetricsAvailable", "True", "Scraped", f"acceptance rate {rate}, mean length {length}"
     ), acceptance
+
+
+def _recent(prev: dict[str, Any] | None, summary: dict[str, Any], now: str, period: float) -> bool:
+    """status.acceptance was written less than `period` ago, for the same shape of traffic (drafting or
+    idle, the same k): keep it, a fleet's status writes stay at one per Speculator per window. Decisions
+    (drift, canary, automatic k) read the live window, never this copy."""
+    if not prev:
+        return False
+    written, current = parse_time(prev.get("lastScrapeTime")), parse_time(now)
+    if written is None or current is None or current - written >= period:
+        return False
+    same_shape = bool(prev.get("drafts")) == bool(summary.get("drafts")) and len(
+        prev.get("perPosition") or []
+    ) == len(summary.get("perPosition") or [])
+    return same_shape
 
 
 def now_iso_from(epoch: float, fallback: str) -> str:
