@@ -170,8 +170,4 @@ def cluster_training_runtime(
     }
 
 
-def is_trainjob(obj: dict[str, Any]) -> bool:
-    return obj.get("kind") == KIND
-
-
-__all__ = ["JOBSET_NAME_LABEL", "NODE", "cluster_training_runtime", "is_trainjob", "train_job"]
+__all__ = ["JOBSET_NAME_LABEL", "NODE", "cluster_training_runtime", "train_job"]

@@ -319,8 +319,10 @@ def _metrics(
         return Cond("MetricsAvailable", "Unknown", "Waiting", "waiting for a second scrape"), acceptance
     if not state.summary.get("drafts"):
         return Cond("MetricsAvailable", "False", "NoTraffic", "no drafts in the window"), acceptance
-    rate = state.summary.get("acceptanceRate")
-    length = state.summary.get("meanAcceptanceLength")
+    # The numbers of the written status.acceptance: live ones in the message would rewrite status each scrape.
+    shown = acceptance or state.summary
+    rate = shown.get("acceptanceRate")
+    length = shown.get("meanAcceptanceLength")
     return Cond(
         "MetricsAvailable", "True", "Scraped", f"acceptance rate {rate}, mean length {length}"
     ), acceptance
