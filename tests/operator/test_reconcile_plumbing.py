@@ -160,3 +160,37 @@ def test_a_spec_the_renderer_refuses_is_invalid_spec_in_status_and_an_event():
     with pytest.raises(SemanticError):
         reconciler("Speculator", "ns", "old")
     assert len(kube.status_patches) == 1 and len(kube.events) == 1
+
+
+def test_an_apply_that_would_change_nothing_is_skipped():
+    """A child applied before, observed at the version that apply returned: nobody changed it, the same
+    apply is not sent again. Another version (drift, another writer) is applied over; so is a new render."""
+    from speculators_operator.handlers.reconcile import Reconciler
+    from speculators_operator.metrics.store import MetricsStore
+    from speculators_operator.status.plan import Plan
+
+    class FakeKube:
+        def __init__(self) -> None:
+            self.applied: list[str] = []
+
+        def apply(self, obj):
+            self.applied.append(obj["spec"]["v"])
+            return {"metadata": {"resourceVersion": str(len(self.applied))}}
+
+        def patch_status(self, *args):
+            pass
+
+    kube = FakeKube()
+    reconciler = Reconciler(kube, MetricsStore())  # type: ignore[arg-type]
+    owner = {"kind": "Speculator", "metadata": {"namespace": "ns", "name": "s"}, "status": {}}
+
+    def child(v: str) -> dict:
+        return {"kind": "Service", "metadata": {"namespace": "ns", "name": "s"}, "spec": {"v": v}}
+
+    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {})
+    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {("Service", "s"): "1"})
+    assert kube.applied == ["a"]  # observed at the version our apply returned: skipped
+    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {("Service", "s"): "7"})
+    assert kube.applied == ["a", "a"]  # someone else wrote it: applied over
+    reconciler.execute(owner, Plan(status={}, apply=[child("b")]), {("Service", "s"): "2"})
+    assert kube.applied == ["a", "a", "b"]  # a new render

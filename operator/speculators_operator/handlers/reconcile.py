@@ -6,8 +6,11 @@ the scrapes built), so running it twice in a row changes nothing the second time
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from speculators_operator import constants as c
@@ -58,6 +61,19 @@ def failed_status(
     return out
 
 
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def observed_versions(objects: Iterable[dict[str, Any] | None]) -> dict[tuple[str, str], str]:
+    """(kind, name) -> resourceVersion of the children observed in this reconcile."""
+    out = {}
+    for obj in objects:
+        if obj is not None and obj.get("kind") and (obj.get("metadata") or {}).get("resourceVersion"):
+            out[(obj["kind"], obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
+    return out
+
+
 def _owned_by(obj: dict[str, Any] | None, owner: dict[str, Any]) -> bool:
     """Ours: controlled by this very object (same uid), not by a deleted namesake being collected."""
     if obj is None:
@@ -83,6 +99,9 @@ class Reconciler:
         self.store = store
         self.images = images or Images()
         self._last_error: dict[tuple[str, str, str], str] = {}
+        # (kind, namespace, name) -> (digest of what we applied, resourceVersion the apply returned): an
+        # object observed at that version was not touched since, so the same apply would be a no-op.
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     def __call__(self, kind: str, namespace: str, name: str) -> None:
         started = time.monotonic()
@@ -247,8 +266,18 @@ class Reconciler:
             opmetrics.forget_acceptance(namespace, name)
             opmetrics.set_loop(namespace, name, None)
             return
-        plan = self._derive(body, lambda: derive_speculator(body, self.observe_speculator(body), self.images))
-        self.execute(body, plan)
+        observed = self.observe_speculator(body)
+        plan = self._derive(body, lambda: derive_speculator(body, observed, self.images))
+        children = (
+            observed.deployment,
+            observed.canary,
+            observed.service,
+            observed.inference_service,
+            observed.serving_runtime,
+            observed.llm_inference_service,
+            observed.route,
+        )
+        self.execute(body, plan, observed_versions(children))
         opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
         # The live window (status.acceptance is refreshed at most once per window).
         live = self.store.get((namespace, name))
@@ -277,8 +306,21 @@ class Reconciler:
         if patch:
             self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
 
-    def execute(self, owner: dict[str, Any], plan: Plan) -> None:
-        """Carry out a plan: deletes, creates, applies, then one status patch if anything changed."""
+    def _unchanged(self, obj: dict[str, Any], versions: dict[tuple[str, str], str]) -> bool:
+        """The same object was applied before and nobody changed it since (its resourceVersion now is the one
+        our apply got back): skip the call. Drift, by anyone, changes the version and is applied over."""
+        m = obj["metadata"]
+        seen = versions.get((obj["kind"], m["name"]))
+        return seen is not None and self._applied.get((obj["kind"], m["namespace"], m["name"])) == (
+            _digest(obj),
+            seen,
+        )
+
+    def execute(
+        self, owner: dict[str, Any], plan: Plan, versions: dict[tuple[str, str], str] | None = None
+    ) -> None:
+        """Carry out a plan: deletes, creates, applies (of objects that would change), then one status
+        patch if anything changed."""
         meta = owner["metadata"]
         for obj in plan.delete:
             m = obj["metadata"]
@@ -287,8 +329,16 @@ class Reconciler:
             (self.kube.apply, obj) for obj in plan.apply
         ]
         for write, obj in writes:
+            applying = write == self.kube.apply
+            if applying and self._unchanged(obj, versions or {}):
+                continue
             try:
-                write(obj)
+                result = write(obj)
+                if applying and isinstance(result, dict):
+                    m = obj["metadata"]
+                    version = (result.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self._applied[(obj["kind"], m["namespace"], m["name"])] = (_digest(obj), version)
             except KubeError as exc:
                 if exc.status not in REJECTED_STATUSES:
                     raise  # conflicts, timeouts, 5xx: transient, retried as they are

@@ -19,7 +19,8 @@ class Event:
 class Plan:
     """Pure output of a derive function; the handler only executes it.
 
-    apply:  server-side applied every time (Deployment, Service, child Speculator): drift is corrected.
+    apply:  server-side applied (Deployment, Service, child Speculator) unless observed unchanged since our
+            last apply of the same object: drift is corrected.
     create: created only when absent (Jobs and PVCs, whose specs are immutable once created).
     delete: objects to delete (a Job whose inputs changed).
     """
