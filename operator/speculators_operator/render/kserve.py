@@ -90,28 +90,11 @@ def _pod_parts(ctx: SpeculatorContext, draft: ResolvedDraft) -> tuple[r.PodParts
         else {"name": "models", "emptyDir": {}}
     )
     parts.add_volume(volume, models)
-    pull = "IfNotPresent"
     if verifier_storage_uri(ctx) is None:
-        verifier_path = r.place_source(
-            parts,
-            ctx.spec.verifier,
-            role="verifier",
-            dest=f"{c.MODELS_MOUNT}/verifier",
-            image=ctx.images.runtime,
-            pull_policy=pull,
-            dest_mounts=[models],
-        )
+        verifier_path = ctx.place(parts, ctx.spec.verifier, "verifier", f"{c.MODELS_MOUNT}/verifier", models)
     else:
         verifier_path = KSERVE_MODEL_DIR
-    draft_path = r.place_source(
-        parts,
-        draft.source,
-        role="draft",
-        dest=f"{c.MODELS_MOUNT}/draft",
-        image=ctx.images.runtime,
-        pull_policy=pull,
-        dest_mounts=[models],
-    )
+    draft_path = ctx.place(parts, draft.source, "draft", f"{c.MODELS_MOUNT}/draft", models)
     return parts, verifier_path, draft_path
 
 

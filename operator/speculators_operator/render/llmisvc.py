@@ -47,32 +47,15 @@ SET_BY_KSERVE = ("--host", "--port", "--served-model-name", "--tensor-parallel-s
 
 def _pod_parts(ctx: SpeculatorContext, draft: ResolvedDraft) -> tuple[r.PodParts, str]:
     parts = r.PodParts()
-    pull = "IfNotPresent"
     if verifier_storage_uri(ctx) is None:
         # A verifier with a secretRef: fetched by our init container (a Secret by reference), into the
         # place the preset's vllm serve reads; KServe's storage initializer is switched off.
         mount = {"name": "speculators-verifier", "mountPath": MODEL_DIR}
         parts.add_volume({"name": "speculators-verifier", "emptyDir": {}}, mount)
-        r.place_source(
-            parts,
-            ctx.spec.verifier,
-            role="verifier",
-            dest=MODEL_DIR,
-            image=ctx.images.runtime,
-            pull_policy=pull,
-            dest_mounts=[mount],
-        )
+        ctx.place(parts, ctx.spec.verifier, "verifier", MODEL_DIR, mount)
     mount = {"name": "speculators-models", "mountPath": DRAFT_MOUNT}
     parts.add_volume({"name": "speculators-models", "emptyDir": {}}, mount)
-    draft_path = r.place_source(
-        parts,
-        draft.source,
-        role="draft",
-        dest=f"{DRAFT_MOUNT}/draft",
-        image=ctx.images.runtime,
-        pull_policy=pull,
-        dest_mounts=[mount],
-    )
+    draft_path = ctx.place(parts, draft.source, "draft", f"{DRAFT_MOUNT}/draft", mount)
     return parts, draft_path
 
 

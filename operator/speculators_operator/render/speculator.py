@@ -34,6 +34,21 @@ class ResolvedDraft:
 class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):
     spec_model = SpeculatorSpec
 
+    def place(
+        self, parts: r.PodParts, source: ModelSource, role: str, dest: str, mount: dict[str, Any]
+    ) -> str:
+        """Make a model available in a serving pod (fetched by `fetch-<role>` into `dest`, or a pvc mounted);
+        its local path. One place for the image and pull policy of every backend's init containers."""
+        return r.place_source(
+            parts,
+            source,
+            role=role,
+            dest=dest,
+            image=self.images.runtime,
+            pull_policy="IfNotPresent",
+            dest_mounts=[mount],
+        )
+
     @property
     def kserve(self) -> bool:
         return self.spec.backend == "kserve"
@@ -260,15 +275,7 @@ def resolve_job(ctx: SpeculatorContext) -> dict[str, Any]:
     parts = r.PodParts()
     models = {"name": "models", "mountPath": c.MODELS_MOUNT}
     parts.add_volume({"name": "models", "emptyDir": {}}, models)
-    path = r.place_source(
-        parts,
-        source,
-        role="draft",
-        dest=f"{c.MODELS_MOUNT}/draft",
-        image=ctx.images.runtime,
-        pull_policy="IfNotPresent",
-        dest_mounts=[models],
-    )
+    path = ctx.place(parts, source, "draft", f"{c.MODELS_MOUNT}/draft", models)
     # The JSON goes to the termination message, where Kubernetes keeps it after the pod is gone.
     container = r.cli_container(
         "inspect",
@@ -350,24 +357,8 @@ def deployment(ctx: SpeculatorContext, draft: ResolvedDraft, *, canary: bool = F
     parts = r.PodParts()
     models = {"name": "models", "mountPath": c.MODELS_MOUNT}
     parts.add_volume(_models_volume(ctx), models)
-    verifier_path = r.place_source(
-        parts,
-        spec.verifier,
-        role="verifier",
-        dest=f"{c.MODELS_MOUNT}/verifier",
-        image=ctx.images.runtime,
-        pull_policy="IfNotPresent",
-        dest_mounts=[models],
-    )
-    draft_path = r.place_source(
-        parts,
-        draft.source,
-        role="draft",
-        dest=f"{c.MODELS_MOUNT}/draft",
-        image=ctx.images.runtime,
-        pull_policy="IfNotPresent",
-        dest_mounts=[models],
-    )
+    verifier_path = ctx.place(parts, spec.verifier, "verifier", f"{c.MODELS_MOUNT}/verifier", models)
+    draft_path = ctx.place(parts, draft.source, "draft", f"{c.MODELS_MOUNT}/draft", models)
     argv = vllm_argv(ctx, verifier_path, draft_path, draft)
     env = [*r.scratch_env(), *(e.wire() for e in spec.vllm.env)]
     container: dict[str, Any] = {
