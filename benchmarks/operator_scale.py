@@ -14,9 +14,14 @@ Measures:
   requests per minute by verb and resource (the API server's own apiserver_request_total, all clients;
   ours are the speculators.ai rows) and status writes per Speculator per metrics window.
 
+With `--replicas 2`: two operator processes with Kopf peering (priorities 10 and 0); the steady-state
+figures are the active replica's (and the standby's CPU/RSS), then the active one is SIGKILLed and a new
+Speculator is created at once: `failover_resume_s` is the time until the standby has created its
+Deployment (Kopf's peering lifetime, 60 s, decides most of it: a dead peer counts as alive until then).
+
 Targets (issue 15): p50 < 0.5 s, p99 < 2 s, <= 1 status write per CR per window, RSS < 300 MB.
 Prints one JSON line. Usage: .venv/bin/python benchmarks/operator_scale.py [--speculators 1000]
-[--trainings 100] [--steady-seconds 600] (needs the control plane: make control-plane).
+[--trainings 100] [--steady-seconds 600] [--replicas 2] (needs the control plane: make control-plane).
 """
 
 from __future__ import annotations
@@ -221,6 +226,7 @@ def main() -> int:
     ap.add_argument("--interval", type=int, default=30, help="metrics.intervalSeconds")
     ap.add_argument("--window", type=int, default=120, help="metrics.windowSeconds")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--replicas", type=int, choices=(1, 2), default=1, help="2: peering, then a failover")
     args = ap.parse_args()
 
     nodes = max(4, -(-args.speculators // 8) + 2)
@@ -234,31 +240,50 @@ def main() -> int:
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NS}})
         custom = client.CustomObjectsApi(api)
-        liveness = free_port()
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
-        log = (WORK / "operator.log").open("wb")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "speculators_operator", "--namespace", NS, "--metrics-port", "0",
-             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-level", "WARNING"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        peering: list[str] = []
+        if args.replicas == 2:
+            install_crds(api, sorted((REPO / "crds").glob("kopf.dev_*.yaml")))
+            body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speculators"}}
+            custom.create_namespaced_custom_object("kopf.dev", "v1", NS, "kopfpeerings", body)
+            peering = ["--peering", "speculators"]
+        operators: list[subprocess.Popen[bytes]] = []
         try:
-            wait_alive(f"http://127.0.0.1:{liveness}/healthz", operator)
-            return _run(args, api, custom, operator, prom, prom_url)
+            # The active replica first (priority 10), then the standby (0), which pauses for it.
+            for i in range(args.replicas):
+                extra = [*peering, "--priority", "10" if i == 0 else "0"] if peering else []
+                operators.append(start_operator(cluster.kubeconfig, extra, WORK / f"operator-{i}.log"))
+            return _run(args, api, custom, operators, prom, prom_url)
         finally:
-            operator.terminate()
-            operator.wait(30)
+            for operator in operators:
+                if operator.poll() is None:
+                    operator.terminate()
+                    operator.wait(30)
             prom.shutdown()
+
+
+def start_operator(kubeconfig: Path, extra: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    liveness = free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(REPO / "operator")}
+    env["POD_ID"] = log_path.stem  # the peer identity Kopf records
+    log = log_path.open("wb")
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "speculators_operator", "--namespace", NS, "--metrics-port", "0",
+         "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-level", "WARNING", *extra],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_alive(f"http://127.0.0.1:{liveness}/healthz", operator)
+    return operator
 
 
 def _run(
     args: argparse.Namespace,
     api: client.ApiClient,
     custom: client.CustomObjectsApi,
-    operator: subprocess.Popen[bytes],
+    operators: list[subprocess.Popen[bytes]],
     prom: PrometheusStandIn,
     prom_url: str,
 ) -> int:
+    operator, standby = operators[0], (operators[1] if len(operators) > 1 else None)
     children = ChildWatch(api)
     created: dict[str, float] = {}
     objects = [speculator(i, prom_url, args.interval, args.window) for i in range(args.speculators)]
@@ -298,6 +323,7 @@ def _run(
     before = apiserver_requests(api)
     queries0 = prom.queries
     cpu0, rss0 = proc_sample(operator.pid)
+    standby0 = proc_sample(standby.pid) if standby else (0.0, 0.0)
     rss_max = rss0
     t0 = time.monotonic()
     while time.monotonic() - t0 < args.steady_seconds:
@@ -306,7 +332,9 @@ def _run(
         rss_max = max(rss_max, rss)
     elapsed = time.monotonic() - t0
     cpu1, rss1 = proc_sample(operator.pid)
+    standby1 = proc_sample(standby.pid) if standby else (0.0, 0.0)
     after = apiserver_requests(api)
+    failover = _failover(operator, custom, children, prom_url, args) if standby else None
     children.stop.set()
     per_minute = {
         f"{verb} {resource}{'/' + sub if sub else ''}": round(
@@ -351,10 +379,43 @@ def _run(
         "prometheus_queries_per_minute": round((prom.queries - queries0) * 60 / elapsed, 1),
         "api_requests_per_minute_ours": ours,
         "api_requests_per_minute_top_others": others,
+        "replicas": len(operators),
+        **(
+            {
+                "standby_cpu_cores": round((standby1[0] - standby0[0]) / elapsed, 3),
+                "standby_rss_mb": round(standby1[1], 1),
+                "failover_resume_s": failover,
+            }
+            if standby
+            else {}
+        ),
         "targets": {"p50_s": 0.5, "p99_s": 2.0, "status_writes_per_window": 1, "rss_mb": 300},
     }
     print(json.dumps(result))
     return 0
+
+
+def _failover(
+    active: subprocess.Popen[bytes],
+    custom: client.CustomObjectsApi,
+    children: ChildWatch,
+    prom_url: str,
+    args: argparse.Namespace,
+) -> float | None:
+    """SIGKILL the active replica and create a Speculator at once: seconds until the standby has created
+    its Deployment (None: not within --timeout)."""
+    active.kill()
+    active.wait(30)
+    obj = speculator(args.speculators, prom_url, args.interval, args.window)
+    name = obj["metadata"]["name"]
+    t = time.monotonic()
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, "speculators", obj)
+    deadline = t + args.timeout
+    while time.monotonic() < deadline:
+        if name in children.seen:
+            return round(children.seen[name] - t, 1)
+        time.sleep(0.2)
+    return None
 
 
 if __name__ == "__main__":

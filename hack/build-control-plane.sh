@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the embedded test control plane from Go modules into a versioned cache outside the repo:
 #   $SPECULATORS_CACHE/k8s-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl,
-#                                             etcd,kwok,helm,kubeconform}
+#                                             etcd,kwok,helm,kubeconform,kueue}
+#   $SPECULATORS_CACHE/k8s-$K8S_VERSION/kueue-$KUEUE_VERSION.yaml  (Kueue's own release manifests,
+#                                             rendered from the same module: CRDs, webhooks, RBAC)
 # Idempotent: a binary that already exists is not rebuilt. Prints the bin directory on stdout (last line).
 set -euo pipefail
 
@@ -10,6 +12,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.14}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-v0.7.0}
+KUEUE_VERSION=${KUEUE_VERSION:-v0.17.0}
 CACHE=${SPECULATORS_CACHE:-$HOME/.cache/speculators-operator}
 ROOT="$CACHE/k8s-$K8S_VERSION"
 BIN="$ROOT/bin"
@@ -18,10 +21,12 @@ mkdir -p "$BIN" "$ROOT/src"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 log() { echo "[build-control-plane] $*" >&2; }
 
+KUEUE_MANIFESTS="$ROOT/kueue-$KUEUE_VERSION.yaml"
 have_all() {
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm kubeconform; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm kubeconform kueue; do
     [ -x "$BIN/$b" ] || return 1
   done
+  [ -s "$KUEUE_MANIFESTS" ]
 }
 if have_all; then echo "$BIN"; exit 0; fi
 
@@ -93,9 +98,19 @@ start=$(date +%s)
 [ -x "$BIN/helm" ] || { log "installing helm $HELM_VERSION"; gobin_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"; }
 [ -x "$BIN/kubeconform" ] || { log "installing kubeconform $KUBECONFORM_VERSION"; gobin_install kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"; }
+# --- Kueue: its controller manager (no replace directives: plain `go install`) and its release manifests,
+# rendered by kubectl's kustomize from config/default of the very module that was built.
+[ -x "$BIN/kueue" ] || { log "installing kueue $KUEUE_VERSION"; gobin_install kueue "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" \
+  "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"; }
 k8s_ok=1
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do [ -x "$BIN/$b" ] || k8s_ok=0; done
 [ $k8s_ok = 1 ] || { log "building Kubernetes $K8S_VERSION (cold: ~15-30 min on 2 cores)"; build_k8s; }
+if [ ! -s "$KUEUE_MANIFESTS" ]; then
+  kueue_dir=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",?$/\1/p')
+  [ -d "$kueue_dir/config/default" ] || { log "cannot fetch sigs.k8s.io/kueue@$KUEUE_VERSION from the module proxy"; exit 1; }
+  "$BIN/kubectl" kustomize "$kueue_dir/config/default" > "$KUEUE_MANIFESTS.tmp"
+  mv "$KUEUE_MANIFESTS.tmp" "$KUEUE_MANIFESTS"
+fi
 have_all || { log "some binaries are missing in $BIN"; exit 1; }
 log "done in $(( $(date +%s) - start ))s: $BIN"
 echo "$BIN"

@@ -98,6 +98,7 @@ class EmbeddedCluster:
         self.binaries = binaries
         self.detach = detach
         self.procs: dict[str, procs.Proc] = {}
+        self._launch: dict[str, tuple[list[str], dict[str, str] | None]] = {}  # for restart()
         self.pki: Pki | None = None
         self.state: ClusterState | None = None
         self.startup_seconds: float | None = None
@@ -220,7 +221,25 @@ class EmbeddedCluster:
         self.startup_seconds = time.monotonic() - t0
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._launch[name] = (argv, env)
         self.procs[name] = procs.start(name, argv, self.log(name), self.pid_dir, detach=self.detach, env=env)
+
+    def restart(self, component: str) -> float:
+        """SIGKILLs one component (etcd or kube-apiserver: a crash, not a shutdown) and starts it again with
+        the same flags, ports and data; returns the seconds until it is healthy again. The other
+        components reconnect on their own, as they would after a crash in a real cluster."""
+        health = {
+            "etcd": lambda: _http_ok(f"http://127.0.0.1:{self.state.ports['etcd']}/health"),  # type: ignore[union-attr]
+            "kube-apiserver": lambda: self._https_ok(f"{self.state.server}/readyz", client=True),  # type: ignore[union-attr]
+        }
+        if component not in health:
+            raise ValueError(f"restart supports {', '.join(health)}, not {component}")
+        t0 = time.monotonic()
+        procs.kill(self.procs[component])
+        argv, env = self._launch[component]
+        self._spawn(component, argv, env)
+        self._wait(component, health[component], f"{component} healthy after a restart")
+        return time.monotonic() - t0
 
     def _wait(self, component: str, check: Callable[[], bool], what: str) -> None:
         """Polls `check`; fails fast, with the log tail, when any started component has exited."""

@@ -113,6 +113,16 @@ def load(pid_dir: Path) -> list[Proc]:
     return procs
 
 
+def kill(proc: Proc) -> None:
+    """SIGKILL to the process group, as a crash would end it; returns once it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.popen is not None:
+        proc.popen.wait(timeout=10)
+    while proc.alive():
+        time.sleep(0.05)
+
+
 def stop(procs: Sequence[Proc], pid_dir: Path | None = None, grace: float = 10.0) -> list[str]:
     """Stops the processes one after the other, in the given order (clients before the servers they
     need, so each shuts down cleanly): SIGTERM to the process group, SIGKILL after `grace` seconds.

@@ -53,6 +53,7 @@ RESOURCES: dict[str, Resource] = {
     "LLMInferenceService": Resource("serving.kserve.io/v1alpha2", "llminferenceservices"),
     "TrainJob": Resource("trainer.kubeflow.org/v1alpha1", "trainjobs"),
     "Route": Resource("route.openshift.io/v1", "routes"),
+    "Workload": Resource("kueue.x-k8s.io/v1beta2", "workloads"),
     c.TRAINING_KIND: Resource(c.API_VERSION, c.TRAINING_PLURAL),
     c.SPECULATOR_KIND: Resource(c.API_VERSION, c.SPECULATOR_PLURAL),
 }

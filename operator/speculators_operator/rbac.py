@@ -105,6 +105,12 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["create"],
         "spec.route.host: OpenShift checks this to let a Route set its own host",
     ),
+    (
+        ["kueue.x-k8s.io"],
+        ["workloads"],
+        ["get", "list", "watch"],
+        "scheduling.queueName: why Kueue has not admitted a step yet (the Workload's QuotaReserved reason)",
+    ),
     ([""], ["persistentvolumeclaims"], ["get", "create"], "workspace and model-cache claims"),
     ([""], ["pods"], ["get", "list", "watch"], "termination messages of Job pods; vLLM pod IPs to scrape"),
     ([""], ["events"], ["create", "patch"], "Events on every transition and failure"),

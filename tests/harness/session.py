@@ -36,6 +36,7 @@ class TestCluster:
     simulated: bool
     pod_cidr: str | None = None
     state_dir: Path | None = None
+    control: EmbeddedCluster | None = None  # the embedded control plane's processes (restart() for chaos)
 
     __test__ = False  # not a test class, despite the name
 
@@ -97,6 +98,7 @@ def session_cluster() -> Iterator[TestCluster]:
             simulated=True,
             pod_cidr=state.pod_cidr,
             state_dir=state_dir,
+            control=cluster,
         )
         ok = True
     finally:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from spd_testlib import FIXTURE_METRICS, LATER, NOW, as_observed_job, speculator, terminated_pod
+from spd_testlib import (
+    FIXTURE_METRICS,
+    LATER,
+    NOW,
+    as_observed_job,
+    scaled_fixture,
+    speculator,
+    terminated_pod,
+)
 
 from speculators_operator.metrics.acceptance import counters_from_text
 from speculators_operator.metrics.scraper import ScrapeResult, Target
@@ -269,6 +277,33 @@ def test_acceptance_is_written_at_most_once_per_window_while_traffic_keeps_its_s
     assert not _recent(written, {**moved, "drafts": 0}, "2026-01-01T00:00:30Z", 300)  # traffic stopped
     assert not _recent(written, {**moved, "perPosition": [0.8, 0.6]}, "2026-01-01T00:00:30Z", 300)  # new k
     assert not _recent(None, moved, "2026-01-01T00:00:30Z", 300)
+
+
+def test_one_failed_scrape_is_not_reported_two_in_a_row_are():
+    """A single timeout (a loaded Prometheus, a restarting pod) would flap MetricsAvailable and rewrite the
+    status of every Speculator it touched; two failures in a row are a real outage."""
+    body = speculator(method="eagle3", numSpeculativeTokens=3)
+    store = MetricsStore()
+    key = ("ns", "llama-spd")
+    target = Target("llama-spd-vllm-abc-1", "http://x/metrics", "uid/0", started_at=0.0)
+    failed = [ScrapeResult(target, None, "timed out after 5 s")]
+    reasons = []
+    for i, t in enumerate((1000.0, 1030.0, 1060.0, 1090.0, 1120.0, 1150.0)):
+        ok = [ScrapeResult(target, counters_from_text(scaled_fixture(1 + i)))]
+        store.record_scrape(key, 300, failed if i in (2, 4, 5) else ok, t)
+        observed = SpeculatorObserved(deployment=_deployment(), service={}, acceptance=store.get(key))
+        plan = derive_speculator(body, observed)
+        reasons.append(_cond(plan, "MetricsAvailable")["reason"])
+        body["status"] = plan.status
+    assert reasons == ["NoTraffic", "Scraped", "Scraped", "Scraped", "Scraped", "ScrapeFailed"]
+    assert "timed out after 5 s" in _cond(plan, "MetricsAvailable")["message"]
+    # Prometheus queries count the same way.
+    store.record_query(key, 300, None, 1, 2000.0, error="query timed out")
+    assert store.get(key).failed_in_a_row == 1
+    store.record_query(key, 300, None, 1, 2030.0, error="query timed out")
+    assert store.get(key).failed_in_a_row == 2
+    store.record_query(key, 300, None, 1, 2060.0)
+    assert store.get(key).failed_in_a_row == 0
 
 
 def test_metrics_do_not_gate_ready():

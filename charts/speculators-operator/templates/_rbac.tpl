@@ -75,6 +75,10 @@
 - apiGroups: [route.openshift.io]
   resources: [routes/custom-host]
   verbs: [create]
+# scheduling.queueName: why Kueue has not admitted a step yet (the Workload's QuotaReserved reason)
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, watch]
 # workspace and model-cache claims
 - apiGroups: [""]
   resources: [persistentvolumeclaims]

@@ -434,7 +434,9 @@ class StepStatus(K8sModel):
 
     name: str = Field(description="prepare, datagen, train, eval or publish.")
     job_name: str | None = Field(default=None, description="The step's Job.")
-    state: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(description="State of the step.")
+    state: Literal["Pending", "Queued", "Running", "Succeeded", "Failed"] = Field(
+        description="State of the step (Queued: suspended until Kueue admits it; the message says why)."
+    )
     hash: str | None = Field(
         default=None, description="Hash of the step's inputs; a new hash re-runs the step."
     )
@@ -549,8 +551,8 @@ class SpeculatorTrainingStatus(K8sModel):
     phase: str | None = Field(
         default=None,
         description=(
-            "Pending, PreparingData, GeneratingHiddenStates, Training, Evaluating, Publishing, "
-            "Succeeded or Failed."
+            "Pending, Queued (a step waits for Kueue to admit it), PreparingData, GeneratingHiddenStates, "
+            "Training, Evaluating, Publishing, Succeeded or Failed."
         ),
     )
     conditions: list[Condition] = Field(

@@ -192,6 +192,18 @@ async def llm_inference_service_event(namespace: str, labels: Any, memo: Any, **
     _wake_owner(memo, namespace, labels)
 
 
+# Kueue's Workloads carry none of our labels (Kueue copies only integrations.labelKeysToCopy): the owning
+# Job's name says which training to wake, when Kueue admits a step or says why it waits.
+@kopf.on.event("kueue.x-k8s.io", "v1beta2", "workloads")
+async def kueue_workload_event(body: Any, namespace: str, memo: Any, **_: Any) -> None:
+    ctx: OperatorContext = memo.ctx
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in ("Job", "TrainJob"):
+            training = ctx.registry.training_of_job(namespace, ref.get("name", ""))
+            if training:
+                ctx.runner.trigger((c.TRAINING_KIND, namespace, training))
+
+
 @kopf.on.event("route.openshift.io", "v1", "routes", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
 async def route_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
     _wake_owner(memo, namespace, labels)

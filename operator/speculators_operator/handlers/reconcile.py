@@ -23,6 +23,7 @@ from speculators_operator.render.common import Images
 from speculators_operator.status.conditions import Cond, merge, now_iso
 from speculators_operator.status.patch import merge_patch
 from speculators_operator.status.plan import Plan
+from speculators_operator.status.queue import held_by_kueue, workloads_by_owner
 from speculators_operator.status.speculator import SpeculatorObserved, derive_speculator
 from speculators_operator.status.training import TrainingObserved, derive_training
 
@@ -152,6 +153,15 @@ class Reconciler:
                 and job["metadata"]["name"] == render_training.job_name(name, step)
             ):
                 observed.jobs[step] = job
+        queued = [j for j in observed.jobs.values() if held_by_kueue(j)]
+        if queued and self.kube.serves("Workload"):
+            # Why Kueue holds a step back: its Workload, controller-owned by the Job.
+            by_owner = workloads_by_owner(self.kube.list("Workload", ns))
+            observed.queue = {
+                j["metadata"]["name"]: by_owner[j["metadata"]["name"]]
+                for j in queued
+                if j["metadata"]["name"] in by_owner
+            }
         for pod in self.kube.list("Pod", ns, selector):
             pod_labels = pod["metadata"].get("labels") or {}
             # A TrainJob's pods belong to its JobSet (named after it), a step Job's to that Job.

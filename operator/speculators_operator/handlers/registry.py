@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from speculators_operator.render.training import STEPS
+
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -51,3 +53,11 @@ class Registry:
             if ns == namespace and deploy is not None and (deploy.get("name") or name) == speculator:
                 out.append(name)
         return out
+
+    def training_of_job(self, namespace: str, job: str) -> str | None:
+        """The training whose step Job (`<training>-<step>`) this is, when it is one we watch."""
+        for step in STEPS:
+            training = job.removesuffix(f"-{step}")
+            if training != job and self.get("SpeculatorTraining", namespace, training) is not None:
+                return training
+        return None

@@ -66,6 +66,7 @@ class AcceptanceState:
     summary: dict[str, Any] | None = None  # status.acceptance without lastScrapeTime
     targets: int = 0  # ready pods scraped
     errors: list[str] = field(default_factory=list)
+    failed_in_a_row: int = 0  # consecutive scrapes/queries that measured nothing (every target failed)
     scraped_at: float | None = None
     # Window increases per (load bucket, k), for the choice of k (spec.tuning).
     measures: dict[MeasureKey, Counters] = field(default_factory=dict)
@@ -105,6 +106,9 @@ class MetricsStore:
                     )
             state.targets = len(results)
             state.errors = [r.error for r in results if r.error]
+            state.failed_in_a_row = (
+                state.failed_in_a_row + 1 if state.errors and len(state.errors) >= len(results) else 0
+            )
             state.scraped_at = now
             if state.window.has_data():
                 delta, pods = state.window.increase(now)
@@ -129,6 +133,7 @@ class MetricsStore:
             state = self._entry(key, window_seconds, "prometheus")
             state.scraped_at = now
             state.errors = [error] if error else []
+            state.failed_in_a_row = state.failed_in_a_row + 1 if error else 0
             state.targets = pods
             if delta is not None:
                 state.summary = summarize(

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from speculators_operator import constants as c
+from speculators_operator.status import queue
 
-JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
+# Queued: suspended for Kueue, which has not admitted it yet (a Pending that waits for quota, not pods).
+JobState = Literal["Pending", "Queued", "Running", "Succeeded", "Failed"]
 MESSAGE_LIMIT = 1024
 
 
@@ -159,7 +161,18 @@ def _state(
     return "Pending"
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
+def _queued(
+    obj: dict[str, Any], state: JobState, pending: str, workload: dict[str, Any] | None
+) -> tuple[JobState, str]:
+    """Queued, with Kueue's reason, while Kueue holds a suspended workload back."""
+    if state == "Pending" and queue.held_by_kueue(obj):
+        return "Queued", _clip(queue.waiting_message(obj, workload))
+    return state, pending
+
+
+def observe_job(
+    job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None
+) -> JobObservation:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
     done = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
@@ -168,6 +181,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
     active = status.get("active") or 0
     counts = (ready, status.get("succeeded") or 0, status.get("failed") or 0)
     state = _state(done, failed, counts, pods)
+    state, pending = _queued(job, state, _pending_reason(pods) if state == "Pending" else "", workload)
     terminal = done or failed or {}
     results = []
     for pod in sorted(pods, key=_creation_order):
@@ -187,11 +201,13 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
         reason=terminal.get("reason", ""),
         message=terminal.get("message", ""),
         results=results,
-        pending_reason=_pending_reason(pods) if state == "Pending" else "",
+        pending_reason=pending,
     )
 
 
-def observe_trainjob(trainjob: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
+def observe_trainjob(
+    trainjob: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None
+) -> JobObservation:
     """A Kubeflow Trainer TrainJob as a step: Complete/Failed conditions (their reason and message are its
     JobSet's), jobsStatus for the counts, its pods' termination messages for the summaries."""
     meta = trainjob.get("metadata") or {}
@@ -209,8 +225,9 @@ def observe_trainjob(trainjob: dict[str, Any], pods: list[dict[str, Any]]) -> Jo
     for pod in sorted(pods, key=_creation_order):
         results += _pod_results(pod)
     pending = _pending_reason(pods) if state == "Pending" else ""
+    state, pending = _queued(trainjob, state, pending, workload)
     if state == "Pending" and suspended and not pending:
-        pending = _clip(f"Suspended: {suspended.get('message') or 'waiting for admission (Kueue)'}")
+        pending = _clip(f"Suspended: {suspended.get('message') or suspended.get('reason') or 'by its spec'}")
     return JobObservation(
         name=meta.get("name", ""),
         hash=(meta.get("annotations") or {}).get(c.ANNOTATION_SPEC_HASH),
@@ -226,6 +243,10 @@ def observe_trainjob(trainjob: dict[str, Any], pods: list[dict[str, Any]]) -> Jo
     )
 
 
-def observe_step(obj: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
-    """A step's workload, a Job or (the train step with runtime trainjob) a TrainJob."""
-    return observe_trainjob(obj, pods) if obj.get("kind") == "TrainJob" else observe_job(obj, pods)
+def observe_step(
+    obj: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None
+) -> JobObservation:
+    """A step's workload, a Job or (the train step with runtime trainjob) a TrainJob; `workload` is
+    Kueue's Workload for it, if any."""
+    observe = observe_trainjob if obj.get("kind") == "TrainJob" else observe_job
+    return observe(obj, pods, workload)

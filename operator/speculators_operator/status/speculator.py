@@ -20,6 +20,7 @@ from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
 from speculators_operator.status import kserve as kserve_status
 from speculators_operator.status import llmisvc as llmisvc_status
+from speculators_operator.status import queue
 from speculators_operator.status import retrain as loop
 from speculators_operator.status import route as route_status
 from speculators_operator.status import tuning as auto_k
@@ -269,6 +270,11 @@ def _deployment_condition(
     failure = _pod_failure(observed)
     if failure is not None:
         return failure
+    gated = queue.gated_pods(observed.pods)
+    if gated:
+        lq = ctx.spec.scheduling.queue_name if ctx.spec.scheduling else None
+        text = f"{len(gated)} pod(s) wait for Kueue to admit them (LocalQueue {lq}): {', '.join(gated)}"
+        return Cond("DeploymentReady", "Unknown", "Queued", text)
     st = dep.get("status") or {}
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
@@ -285,6 +291,11 @@ def _deployment_condition(
     return Cond(
         "DeploymentReady", "Unknown", "Progressing", f"{ready}/{want} replicas ready, {updated} updated"
     )
+
+
+# One failed scrape or query (a timeout under load, a pod restarting) is not reported: the condition would
+# flap, and every flap is a status write per Speculator; two in a row are.
+SCRAPE_FAILURES_REPORTED = 2
 
 
 def _metrics(
@@ -311,7 +322,7 @@ def _metrics(
             acceptance = prev_acc
         else:
             acceptance = {**state.summary, "lastScrapeTime": now_iso_from(state.scraped_at, now)}
-    if state.errors and (state.source == "prometheus" or len(state.errors) >= max(state.targets, 1)):
+    if state.failed_in_a_row >= SCRAPE_FAILURES_REPORTED:
         return Cond("MetricsAvailable", "False", "ScrapeFailed", "; ".join(state.errors)[:1024]), acceptance
     if state.source == "pods" and state.targets == 0:
         return Cond("MetricsAvailable", "False", "NoReadyPods", "no ready vLLM pod to scrape"), acceptance

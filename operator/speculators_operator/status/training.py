@@ -58,6 +58,7 @@ class TrainingObserved:
     target_training: dict[str, Any] | None = None  # the training whose draft the target serves now
     retrain_of: dict[str, Any] | None = None  # the Speculator that started this training (its retrain)
     target_controller: dict[str, Any] | None = None  # the training controlling the target
+    queue: dict[str, dict[str, Any]] = field(default_factory=dict)  # Kueue Workloads, by Job name
 
 
 def _f(value: Any) -> float | None:
@@ -108,7 +109,7 @@ def _merge_step(
         out["completionTime"] = obs.completion_time
     if obs.state == "Failed":
         out["message"] = obs.failure_text()
-    elif obs.state == "Pending" and obs.pending_reason:
+    elif obs.state in ("Pending", "Queued") and obs.pending_reason:
         out["message"] = obs.pending_reason
     else:
         message = _step_message(step, obs, shards)
@@ -151,7 +152,7 @@ def derive_training(
         job = observed.jobs.get(step)
         record = prev_steps.get(step)
         if job is not None:
-            obs = observe_step(job, observed.pods.get(name, []))
+            obs = observe_step(job, observed.pods.get(name, []), observed.queue.get(name))
             retry_failed = retry and obs.state == "Failed"
             if obs.hash != step_hash or obs.deleting or retry_failed:
                 # Inputs changed, a retry was asked for, or a replacement is under way: the old Job goes,
@@ -288,7 +289,9 @@ def derive_training(
     elif current:
         step, obs = current
         phase = PHASE_OF_STEP[step]
-        if step == steps[0] and (obs is None or obs.state == "Pending"):
+        if obs is not None and obs.state == "Queued":
+            phase = "Queued"  # any step: Kueue holds it back for quota
+        elif step == steps[0] and (obs is None or obs.state == "Pending"):
             phase = "Pending"
     else:
         phase = "Succeeded"

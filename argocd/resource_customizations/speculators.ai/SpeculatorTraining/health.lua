@@ -3,7 +3,8 @@
 -- only the base and table libraries (no string/math unless useOpenLibs is set).
 --
 -- Progressing: no status yet, a generation the operator has not observed, any running phase
---              (Pending, PreparingData, GeneratingHiddenStates, Training, Evaluating, Publishing), or
+--              (Pending, Queued (Kueue holds a step back for quota), PreparingData, GeneratingHiddenStates,
+--              Training, Evaluating, Publishing), or
 --              Succeeded while the Speculator of spec.deploy is still starting (Ready=Unknown).
 -- Healthy:     Ready=True (trained, and deployed when spec.deploy is set), also when the promotion gate
 --              kept the draft from serving (Promoted=False): the training did its job; the message says why.
