@@ -306,6 +306,33 @@ def test_one_failed_scrape_is_not_reported_two_in_a_row_are():
     assert store.get(key).failed_in_a_row == 0
 
 
+def test_a_scrape_reconciles_only_when_it_could_change_status():
+    """At steady traffic a scrape changes nothing a reconcile would write (status.acceptance is refreshed
+    once per window), so the scrape loop skips the reconcile and its reads of every child."""
+    from speculators_operator.status.speculator import scrape_changes_status
+
+    body = speculator(method="eagle3", numSpeculativeTokens=3)
+    store = MetricsStore()
+    key = ("ns", "llama-spd")
+    target = Target("llama-spd-vllm-abc-1", "http://x/metrics", "uid/0", started_at=0.0)
+    decisions = []
+    for i, t in enumerate((1000.0, 1030.0, 1060.0, 1090.0, 1360.0)):
+        state = store.record_scrape(
+            key, 300, [ScrapeResult(target, counters_from_text(scaled_fixture(1 + i)))], t
+        )
+        now = f"1970-01-01T00:{int(t) // 60:02d}:{int(t) % 60:02d}Z"
+        decisions.append(scrape_changes_status(body, state, now))
+        if decisions[-1]:  # the loop reconciles: the status it writes is the next scrape's baseline
+            observed = SpeculatorObserved(deployment=_deployment(), service={}, acceptance=state)
+            body["status"] = derive_speculator(body, observed, now=now).status
+    # first scrape (NoTraffic), traffic starts (written), two scrapes inside the window (skipped), a window
+    # later (written again)
+    assert decisions == [True, True, False, False, True]
+    auto = speculator(method="eagle3", numSpeculativeTokens=3, tuning={"mode": "auto"})
+    auto["status"] = body["status"]
+    assert scrape_changes_status(auto, state, "1970-01-01T00:22:41Z")  # automatic k decides every window
+
+
 def test_metrics_do_not_gate_ready():
     body = speculator(method="eagle3", numSpeculativeTokens=3, metrics={"enabled": False})
     plan = derive_speculator(body, SpeculatorObserved(deployment=_deployment(), service={}))

@@ -19,6 +19,7 @@ from speculators_operator.metrics import prometheus, scraper
 from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render.speculator import SpeculatorContext
 from speculators_operator.status.retrain import ACTIVE as CANARY_ACTIVE
+from speculators_operator.status.speculator import scrape_changes_status
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,12 @@ class MetricsLoop:
             if state.errors:
                 opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
                 log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))
-            self.runner.trigger((c.SPECULATOR_KIND, ns, name))
+            if scrape_changes_status(body, state):
+                self.runner.trigger((c.SPECULATOR_KIND, ns, name))
+            elif state.summary and state.summary.get("pods"):
+                opmetrics.set_acceptance(
+                    ns, name, state.summary
+                )  # the exported gauges follow the live window
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -339,6 +339,33 @@ def _metrics(
     ), acceptance
 
 
+def scrape_changes_status(body: dict[str, Any], state: AcceptanceState, now: str | None = None) -> bool:
+    """Whether a fresh scrape could change what a reconcile would write (pure): the scrape loop reconciles
+    only then, so a fleet at steady traffic costs no reads of children per scrape. Automatic k, a retrain
+    bar and a running canary decide on every live window, so they always reconcile; otherwise only the
+    metrics condition and status.acceptance follow a scrape, and they are computed here as reconcile does."""
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    if (
+        (spec.get("tuning") or {}).get("mode") == "auto"
+        or spec.get("retrain")
+        or (status.get("canary") or {}).get("phase") in loop.ACTIVE
+    ):
+        return True
+    try:
+        ctx = render.SpeculatorContext.of(body)
+    except (ValueError, TypeError):
+        return True  # reconcile reports it
+    cond, acceptance = _metrics(ctx, SpeculatorObserved(acceptance=state), status, now or now_iso())
+    current = find(status.get("conditions"), "MetricsAvailable") or {}
+    same = (current.get("status"), current.get("reason"), current.get("message")) == (
+        cond.status,
+        cond.reason,
+        cond.message,
+    )
+    return not same or acceptance != status.get("acceptance")
+
+
 def _recent(prev: dict[str, Any] | None, summary: dict[str, Any], now: str, period: float) -> bool:
     """status.acceptance was written less than `period` ago, for the same shape of traffic (drafting or
     idle, the same k): keep it, a fleet's status writes stay at one per Speculator per window. Decisions
