@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Sequence
 
@@ -57,7 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SPECULATORS_PEERING") or None,
         help="Kopf peering name, for more than one replica (needs the kopf.dev CRDs); default: standalone",
     )
-    p.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    p.add_argument(
+        "--priority",
+        type=_priority,
+        default=_priority(os.environ.get("SPECULATORS_PRIORITY", "0")),
+        help="peering priority of this replica, or 'random' (replicas of one Deployment: Kopf pauses every "
+        "replica when peers share the highest priority) (default 0)",
+    )
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(os.environ.get("SPECULATORS_PEERING_LIFETIME", "60")),
+        help="seconds a peer counts as alive after its last keep-alive: a standby takes over this long "
+        "after the active replica died (default %(default)s)",
+    )
     p.add_argument(
         "--liveness",
         default=os.environ.get("SPECULATORS_LIVENESS", "http://0.0.0.0:8081/healthz"),
@@ -84,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _priority(value: str) -> int:
+    """An integer, or 'random': distinct priorities among identical pods, so exactly one is active."""
+    if value == "random":
+        return 1 + secrets.randbelow(2**31 - 2)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--priority must be an integer or 'random', not {value!r}"
+        ) from None
+
+
 async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     stop = stop if stop is not None else asyncio.Event()
     defaults = Images()
@@ -98,6 +124,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
 
     settings = kopf.OperatorSettings()
     kopf_handlers.configure_settings(settings)
+    settings.peering.lifetime = args.peering_lifetime
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -117,7 +144,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
     log.info(
         "watching %s; %s",
         ", ".join(namespaces) if namespaces else "all namespaces",
-        f"peering {args.peering}" if args.peering else "standalone",
+        f"peering {args.peering} (priority {args.priority})" if args.peering else "standalone",
     )
     try:
         await kopf.operator(

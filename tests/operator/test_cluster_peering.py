@@ -4,6 +4,7 @@ Kopf's handlers and the operator's own scrape and resync loops alike."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -59,3 +60,49 @@ def test_a_higher_priority_replica_takes_over(
     finally:
         leader.stop()
         first.stop()
+
+
+def test_identical_replicas_draw_priorities_and_the_standby_takes_over_a_dead_one(
+    cluster: Any, install_crds: Any, operator_crds: list[str], namespace: str, k: Kube, tmp_path: Any
+) -> None:
+    """The chart's replicas are identical: `--priority random` makes exactly one active (equal priorities
+    would make Kopf pause them all); SIGKILLed, its peer entry expires after --peering-lifetime and the
+    standby resumes."""
+    install_crds(*sorted((REPO / "crds").glob("kopf.dev_*.yaml")))
+    k.api.create(
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speculators"}}, namespace
+    )
+    lifetime = 15
+    extra = ["--peering", "speculators", "--priority", "random", "--peering-lifetime", str(lifetime)]
+    replicas = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        replicas.append(OperatorProcess(cluster.kubeconfig, namespace, tmp_path / str(i), extra=extra))
+    try:
+        for replica in replicas:
+            replica.start()
+        paused = k.wait(
+            lambda: [r for r in replicas if "Pausing operations in favour of" in r.log_path.read_text()],
+            what="one replica to pause for the other",
+        )
+        assert len(paused) == 1
+        (standby,) = paused
+        (active,) = [r for r in replicas if r is not standby]
+        k.create(speculator_body("first", method="eagle3", numSpeculativeTokens=3))
+        k.wait_phase("Speculator", "first", "Running")
+
+        active.kill()
+        started = time.monotonic()
+        k.create(speculator_body("second", method="eagle3", numSpeculativeTokens=3))
+        k.wait(
+            lambda: k.get("Deployment", "second-vllm"), what="the standby to take over", timeout=lifetime + 45
+        )
+        resumed = time.monotonic() - started
+        assert "Resuming operations after the pause" in standby.log_path.read_text()
+        print(
+            f"\nfailover, --peering-lifetime {lifetime}: the standby's new Deployment after {resumed:.1f} s"
+        )
+        assert resumed < lifetime + 30
+    finally:
+        for replica in replicas:
+            replica.stop()

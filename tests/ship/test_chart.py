@@ -107,6 +107,12 @@ def test_peering_adds_its_rules_and_objects() -> None:
     assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "p"
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=p" in args
+    # Identical replicas draw distinct priorities (equal ones would make Kopf pause them all).
+    assert "--priority=random" in args and "--peering-lifetime=60" in args
+    args = one(render({"peering": {"enabled": True, "lifetimeSeconds": 20}}), "Deployment")["spec"][
+        "template"
+    ]
+    assert "--peering-lifetime=20" in args["spec"]["containers"][0]["args"]
     assert not by_kind(render(), "ClusterKopfPeering")
 
 
