@@ -84,6 +84,15 @@ def test_without_a_workload_yet_the_queue_is_still_named() -> None:
     assert "no Kueue Workload" in observe_job(job, [], old).pending_reason
 
 
+def test_a_queue_on_a_cluster_without_kueue_says_so() -> None:
+    body = training(scheduling={"queueName": "gpu-team"})
+    observed = TrainingObserved(jobs={"prepare": _prepare_job(body, suspended=True)}, kueue_installed=False)
+    prepared = find(derive_training(body, observed, now=NOW).status["conditions"], "DataPrepared")
+    assert prepared["reason"] == "Queued"
+    assert "serves no workloads.kueue.x-k8s.io" in prepared["message"]
+    assert "remove spec.scheduling.queueName" in prepared["message"]
+
+
 def test_a_suspended_job_without_a_queue_is_not_queued() -> None:
     job = _prepare_job(training(), suspended=True)
     assert observe_job(job, [], None).state == "Pending"

@@ -154,7 +154,8 @@ class Reconciler:
             ):
                 observed.jobs[step] = job
         queued = [j for j in observed.jobs.values() if held_by_kueue(j)]
-        if queued and self.kube.serves("Workload"):
+        observed.kueue_installed = not queued or self.kube.serves("Workload")
+        if queued and observed.kueue_installed:
             # Why Kueue holds a step back: its Workload, controller-owned by the Job.
             by_owner = workloads_by_owner(self.kube.list("Workload", ns))
             observed.queue = {

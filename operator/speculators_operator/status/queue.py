@@ -43,6 +43,13 @@ def _owned_by(workload: dict[str, Any], obj: dict[str, Any]) -> bool:
     return uid is None or any(ref.get("uid") == uid for ref in refs)
 
 
+def not_installed_message(obj: dict[str, Any]) -> str:
+    return (
+        f"suspended for Kueue (LocalQueue {queue_of(obj)}), but this cluster serves no "
+        "workloads.kueue.x-k8s.io: nothing will admit it; install Kueue or remove spec.scheduling.queueName"
+    )
+
+
 def waiting_message(obj: dict[str, Any], workload: dict[str, Any] | None) -> str:
     """Why Kueue has not admitted `obj` yet, in the Workload's own words."""
     queue = queue_of(obj)

@@ -19,6 +19,7 @@ from speculators_operator.status import promotion as gate
 from speculators_operator.status.conditions import Cond, aggregate, find, merge, now_iso
 from speculators_operator.status.jobs import JobObservation, observe_step
 from speculators_operator.status.plan import Event, Plan, phase_events
+from speculators_operator.status.queue import not_installed_message
 
 PHASE_OF_STEP = {
     "prepare": "PreparingData",
@@ -59,6 +60,7 @@ class TrainingObserved:
     retrain_of: dict[str, Any] | None = None  # the Speculator that started this training (its retrain)
     target_controller: dict[str, Any] | None = None  # the training controlling the target
     queue: dict[str, dict[str, Any]] = field(default_factory=dict)  # Kueue Workloads, by Job name
+    kueue_installed: bool = True  # False: a step waits for a Kueue the cluster does not have
 
 
 def _f(value: Any) -> float | None:
@@ -153,6 +155,8 @@ def derive_training(
         record = prev_steps.get(step)
         if job is not None:
             obs = observe_step(job, observed.pods.get(name, []), observed.queue.get(name))
+            if obs.state == "Queued" and not observed.kueue_installed:
+                obs.pending_reason = not_installed_message(job)
             retry_failed = retry and obs.state == "Failed"
             if obs.hash != step_hash or obs.deleting or retry_failed:
                 # Inputs changed, a retry was asked for, or a replacement is under way: the old Job goes,
