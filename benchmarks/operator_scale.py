@@ -17,7 +17,8 @@ Measures:
 With `--replicas 2`: two operator processes with Kopf peering (priorities 10 and 0); the steady-state
 figures are the active replica's (and the standby's CPU/RSS), then the active one is SIGKILLed and a new
 Speculator is created at once: `failover_resume_s` is the time until the standby has created its
-Deployment (Kopf's peering lifetime, 60 s, decides most of it: a dead peer counts as alive until then).
+Deployment (the peering lifetime, `--peering-lifetime`, 60 s by default, decides most of it: a dead peer
+counts as alive until then).
 
 Targets (issue 15): p50 < 0.5 s, p99 < 2 s, <= 1 status write per CR per window, RSS < 300 MB.
 Prints one JSON line. Usage: .venv/bin/python benchmarks/operator_scale.py [--speculators 1000]
@@ -227,6 +228,7 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=120, help="metrics.windowSeconds")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--replicas", type=int, choices=(1, 2), default=1, help="2: peering, then a failover")
+    ap.add_argument("--peering-lifetime", type=int, default=60, help="the replicas' --peering-lifetime")
     args = ap.parse_args()
 
     nodes = max(4, -(-args.speculators // 8) + 2)
@@ -245,7 +247,7 @@ def main() -> int:
             install_crds(api, sorted((REPO / "crds").glob("kopf.dev_*.yaml")))
             body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "speculators"}}
             custom.create_namespaced_custom_object("kopf.dev", "v1", NS, "kopfpeerings", body)
-            peering = ["--peering", "speculators"]
+            peering = ["--peering", "speculators", "--peering-lifetime", str(args.peering_lifetime)]
         operators: list[subprocess.Popen[bytes]] = []
         try:
             # The active replica first (priority 10), then the standby (0), which pauses for it.
