@@ -19,6 +19,12 @@ def _counter(metrics: str, name: str) -> float:
     return sum(float(v) for v in found)
 
 
+def _paused(log: str) -> bool:
+    """Kopf's peering state from its log: a replica starts paused and logs each change."""
+    resumed = log.rfind("Resuming operations after the pause")
+    return resumed == -1 or log.rfind("Pausing operations in favour of") > resumed
+
+
 def scrapes(op: OperatorProcess) -> float:
     return _counter(op.metrics(), "speculators_operator_scrapes_total")
 
@@ -81,13 +87,15 @@ def test_identical_replicas_draw_priorities_and_the_standby_takes_over_a_dead_on
     try:
         for replica in replicas:
             replica.start()
-        paused = k.wait(
-            lambda: [r for r in replicas if "Pausing operations in favour of" in r.log_path.read_text()],
-            what="one replica to pause for the other",
+        # The drawn priorities (each logs its own); the highest works, the other one stays paused.
+        drawn = {r: int(re.search(r"\(priority (\d+)\)", r.log_path.read_text())[1]) for r in replicas}
+        active = max(replicas, key=drawn.__getitem__)
+        (standby,) = [r for r in replicas if r is not active]
+        k.wait(
+            lambda: (_paused(standby.log_path.read_text()), _paused(active.log_path.read_text())),
+            lambda states: states == (True, False),
+            what=f"replica with priority {drawn[active]} active, {drawn[standby]} paused",
         )
-        assert len(paused) == 1
-        (standby,) = paused
-        (active,) = [r for r in replicas if r is not standby]
         k.create(speculator_body("first", method="eagle3", numSpeculativeTokens=3))
         k.wait_phase("Speculator", "first", "Running")
 
@@ -98,7 +106,7 @@ def test_identical_replicas_draw_priorities_and_the_standby_takes_over_a_dead_on
             lambda: k.get("Deployment", "second-vllm"), what="the standby to take over", timeout=lifetime + 45
         )
         resumed = time.monotonic() - started
-        assert "Resuming operations after the pause" in standby.log_path.read_text()
+        assert not _paused(standby.log_path.read_text())
         print(
             f"\nfailover, --peering-lifetime {lifetime}: the standby's new Deployment after {resumed:.1f} s"
         )
