@@ -95,9 +95,8 @@ def _release_one(k: Kube, rng: random.Random, ledger: Ledger) -> bool:
 def test_seeded_chaos_converges_without_duplicates_or_lost_status(
     operator: OperatorProcess, k: Kube, cluster: Any
 ) -> None:
-    assert cluster.control is not None, (
-        "needs the embedded control plane (it restarts etcd and the apiserver)"
-    )
+    if cluster.control is None:  # SPECULATORS_TEST_KUBECONFIG: a cluster whose etcd is not ours to kill
+        pytest.skip("needs the embedded control plane: it SIGKILLs and restarts etcd and the kube-apiserver")
     rng = random.Random(SEED)
     ledger = Ledger()
     want_k = {}
