@@ -128,7 +128,7 @@ class KueueController:
         self._stop = threading.Event()
         self._mount: threading.Thread | None = None
 
-    def install(self) -> list[Manifest]:
+    def install(self) -> None:
         objs = install_objects(load_manifests([self.build.manifests]))
         crds = [o for o in objs if o["kind"] == "CustomResourceDefinition"]
         apply_objects(self.api, crds, "speculators-tests", force=True)
@@ -138,9 +138,8 @@ class KueueController:
             self.api, sorted(rest, key=lambda o: o["kind"] != "Namespace"), "speculators-tests", force=True
         )
         self.installed = objs
-        return objs
 
-    def start(self, timeout: float = 120.0) -> procs.Proc:
+    def start(self, timeout: float = 120.0) -> None:
         cert_dir = self.workdir / "certs"
         cert_dir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "kueue-config.yaml"
@@ -166,7 +165,6 @@ class KueueController:
             wait_for(self._ready, timeout=timeout, what=f"Kueue {self.build.version} ready", interval=0.2)
         except Exception as exc:
             raise RuntimeError(f"{exc}\n--- kueue.log ---\n{self.proc.tail(60)}") from exc
-        return self.proc
 
     def _ready(self) -> bool:
         if self.proc is not None and not self.proc.alive():
@@ -201,6 +199,3 @@ class KueueController:
         if self.proc is not None:
             procs.stop([self.proc], self.workdir / "pids")
             self.proc = None
-
-    def log_tail(self, lines: int = 60) -> str:
-        return self.proc.tail(lines) if self.proc is not None else ""

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--priority",
         type=_priority,
-        default=_priority(os.environ.get("SPECULATORS_PRIORITY", "0")),
+        default=os.environ.get("SPECULATORS_PRIORITY", "0"),  # argparse passes a str default through type
         help="peering priority of this replica, or 'random' (replicas of one Deployment: Kopf pauses every "
         "replica when peers share the highest priority) (default 0)",
     )

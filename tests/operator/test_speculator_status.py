@@ -321,7 +321,7 @@ def test_a_scrape_reconciles_only_when_it_could_change_status():
             key, 300, [ScrapeResult(target, counters_from_text(scaled_fixture(1 + i)))], t
         )
         now = f"1970-01-01T00:{int(t) // 60:02d}:{int(t) % 60:02d}Z"
-        decisions.append(scrape_changes_status(body, state, now))
+        decisions.append(scrape_changes_status(SpeculatorContext.of(body), state, now))
         if decisions[-1]:  # the loop reconciles: the status it writes is the next scrape's baseline
             observed = SpeculatorObserved(deployment=_deployment(), service={}, acceptance=state)
             body["status"] = derive_speculator(body, observed, now=now).status
@@ -330,7 +330,8 @@ def test_a_scrape_reconciles_only_when_it_could_change_status():
     assert decisions == [True, True, False, False, True]
     auto = speculator(method="eagle3", numSpeculativeTokens=3, tuning={"mode": "auto"})
     auto["status"] = body["status"]
-    assert scrape_changes_status(auto, state, "1970-01-01T00:22:41Z")  # automatic k decides every window
+    # automatic k decides every window
+    assert scrape_changes_status(SpeculatorContext.of(auto), state, "1970-01-01T00:22:41Z")
 
 
 def test_metrics_do_not_gate_ready():

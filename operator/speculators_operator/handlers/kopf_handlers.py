@@ -22,6 +22,7 @@ from speculators_operator.handlers.reconcile import Reconciler, SemanticError
 from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.metrics.store import MetricsStore
+from speculators_operator.status import queue
 
 log = logging.getLogger(__name__)
 OURS = f"{c.LABEL_MANAGED_BY}={c.OPERATOR_NAME}"
@@ -197,11 +198,10 @@ async def llm_inference_service_event(namespace: str, labels: Any, memo: Any, **
 @kopf.on.event("kueue.x-k8s.io", "v1beta2", "workloads")
 async def kueue_workload_event(body: Any, namespace: str, memo: Any, **_: Any) -> None:
     ctx: OperatorContext = memo.ctx
-    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") in ("Job", "TrainJob"):
-            training = ctx.registry.training_of_job(namespace, ref.get("name", ""))
-            if training:
-                ctx.runner.trigger((c.TRAINING_KIND, namespace, training))
+    job = queue.owner_of(body)
+    training = ctx.registry.training_of_job(namespace, job) if job else None
+    if training:
+        ctx.runner.trigger((c.TRAINING_KIND, namespace, training))
 
 
 @kopf.on.event("route.openshift.io", "v1", "routes", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})

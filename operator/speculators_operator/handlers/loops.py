@@ -145,12 +145,11 @@ class MetricsLoop:
             if state.errors:
                 opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
                 log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))
-            if scrape_changes_status(body, state):
+            if scrape_changes_status(ctx, state):
                 self.runner.trigger((c.SPECULATOR_KIND, ns, name))
             elif state.summary and state.summary.get("pods"):
-                opmetrics.set_acceptance(
-                    ns, name, state.summary
-                )  # the exported gauges follow the live window
+                # No reconcile to update them: the exported gauges follow the live window from here.
+                opmetrics.set_acceptance(ns, name, state.summary)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -16,14 +16,22 @@ from speculators_operator.render.common import QUEUE_LABEL
 OWNER_KINDS = ("Job", "TrainJob")
 
 
+def owner_of(workload: dict[str, Any]) -> str | None:
+    """The name of the Job (or TrainJob) that controls a Kueue Workload."""
+    for ref in (workload.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in OWNER_KINDS:
+            return str(ref.get("name", "")) or None
+    return None
+
+
 def workloads_by_owner(workloads: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Kueue Workloads by the name of the Job (or TrainJob) that controls them; the newest wins (a Job
     replaced under the same name gets a new Workload before the old one is collected)."""
     out: dict[str, dict[str, Any]] = {}
     for wl in sorted(workloads, key=lambda w: (w.get("metadata") or {}).get("creationTimestamp") or ""):
-        for ref in (wl.get("metadata") or {}).get("ownerReferences") or []:
-            if ref.get("controller") and ref.get("kind") in OWNER_KINDS:
-                out[ref["name"]] = wl
+        owner = owner_of(wl)
+        if owner:
+            out[owner] = wl
     return out
 
 

@@ -18,6 +18,7 @@ from speculators_operator.render import kserve as render_kserve
 from speculators_operator.render import llmisvc as render_llmisvc
 from speculators_operator.render import route as render_route
 from speculators_operator.render import speculator as render
+from speculators_operator.render.common import queue_name
 from speculators_operator.status import kserve as kserve_status
 from speculators_operator.status import llmisvc as llmisvc_status
 from speculators_operator.status import queue
@@ -272,7 +273,7 @@ def _deployment_condition(
         return failure
     gated = queue.gated_pods(observed.pods)
     if gated:
-        lq = ctx.spec.scheduling.queue_name if ctx.spec.scheduling else None
+        lq = queue_name(ctx.spec.scheduling)
         text = f"{len(gated)} pod(s) wait for Kueue to admit them (LocalQueue {lq}): {', '.join(gated)}"
         return Cond("DeploymentReady", "Unknown", "Queued", text)
     st = dep.get("status") or {}
@@ -339,23 +340,20 @@ def _metrics(
     ), acceptance
 
 
-def scrape_changes_status(body: dict[str, Any], state: AcceptanceState, now: str | None = None) -> bool:
+def scrape_changes_status(
+    ctx: render.SpeculatorContext, state: AcceptanceState, now: str | None = None
+) -> bool:
     """Whether a fresh scrape could change what a reconcile would write (pure): the scrape loop reconciles
     only then, so a fleet at steady traffic costs no reads of children per scrape. Automatic k, a retrain
     bar and a running canary decide on every live window, so they always reconcile; otherwise only the
     metrics condition and status.acceptance follow a scrape, and they are computed here as reconcile does."""
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    status = ctx.body.get("status") or {}
     if (
-        (spec.get("tuning") or {}).get("mode") == "auto"
-        or spec.get("retrain")
+        ctx.spec.tuning.mode == "auto"
+        or ctx.spec.retrain is not None
         or (status.get("canary") or {}).get("phase") in loop.ACTIVE
     ):
         return True
-    try:
-        ctx = render.SpeculatorContext.of(body)
-    except (ValueError, TypeError):
-        return True  # reconcile reports it
     cond, acceptance = _metrics(ctx, SpeculatorObserved(acceptance=state), status, now or now_iso())
     current = find(status.get("conditions"), "MetricsAvailable") or {}
     same = (current.get("status"), current.get("reason"), current.get("message")) == (
