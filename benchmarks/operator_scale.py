@@ -8,7 +8,11 @@ production; the training pods are held Running (kwok), so the trainings stay in 
 
 Measures:
 - apply -> first child created (Speculator: its Deployment; training: its prepare Job), per CR, p50/p99,
-  from a watch on the children (times are this process's clock at create and at the watch event);
+  from a watch on the children (times are this process's clock at create and at the watch event): for
+  the burst that fills the fleet (all CRs created at once by 8 threads: a queueing figure, bounded by how
+  fast the control plane on this machine takes the writes), and for `--probes` Speculators applied one
+  at a time (every 2 s) into the running fleet after the steady state: the operator's reaction time at
+  that size (`fleet_apply_to_deployment_*`);
 - time from the first create to all Speculators Ready (kwok pods ready) and every training started;
 - steady state over `--steady-seconds` with metrics scraping: operator CPU (cores) and RSS (MB, max), API
   requests per minute by verb and resource (the API server's own apiserver_request_total, all clients;
@@ -19,6 +23,13 @@ figures are the active replica's (and the standby's CPU/RSS), then the active on
 Speculator is created at once: `failover_resume_s` is the time until the standby has created its
 Deployment (the peering lifetime, `--peering-lifetime`, 60 s by default, decides most of it: a dead peer
 counts as alive until then).
+
+Side by side in the same run (unless `--no-floor`), the floor: the same burst in a namespace of its own
+with no operator; as each CR is created, its first children (what the operator's own derive functions
+plan for a new object) are queued to a pool with as many threads as the operator's runner has workers,
+which creates and applies them. That is a controller with no watch delay, no reads, no status writes and
+no events, in front of the same downstream work (Job and Deployment controllers, scheduler, kwok): its
+apply -> child is what the control plane on this machine allows for this burst at that concurrency.
 
 Targets (issue 15): p50 < 0.5 s, p99 < 2 s, <= 1 status write per CR per window, RSS < 300 MB.
 Prints one JSON line. Usage: .venv/bin/python benchmarks/operator_scale.py [--speculators 1000]
@@ -52,6 +63,8 @@ from kubecluster.manifests import install_crds  # noqa: E402
 from kubecluster.procs import free_port  # noqa: E402
 
 NS = "scale"
+RECONCILE_WORKERS = 16  # speculators_operator.handlers.runner.WORKERS
+FLOOR_NS = "scale-floor"
 GROUP, VERSION = "speculators.ai", "v1alpha1"
 WORK = REPO / ".work" / "bench" / "scale"
 
@@ -137,7 +150,8 @@ def pct(values: list[float], q: float) -> float:
 class ChildWatch:
     """First time each owner's child (Deployment, Job) is seen, on this process's clock."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str = NS) -> None:
+        self.namespace = namespace
         self.seen: dict[str, float] = {}
         self.stop = threading.Event()
         self.threads = [
@@ -154,7 +168,7 @@ class ChildWatch:
         w = watch.Watch()
         while not self.stop.is_set():
             try:
-                for event in w.stream(list_fn, NS, timeout_seconds=30, _request_timeout=40):
+                for event in w.stream(list_fn, self.namespace, timeout_seconds=30, _request_timeout=40):
                     meta = event["object"].metadata
                     for ref in meta.owner_references or []:
                         self.seen.setdefault(ref.name, time.monotonic())
@@ -229,9 +243,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--replicas", type=int, choices=(1, 2), default=1, help="2: peering, then a failover")
     ap.add_argument("--peering-lifetime", type=int, default=60, help="the replicas' --peering-lifetime")
+    ap.add_argument("--probes", type=int, default=30, help="Speculators applied one by one into the fleet")
+    ap.add_argument("--no-floor", action="store_true", help="skip the no-operator floor run")
     args = ap.parse_args()
 
-    nodes = max(4, -(-args.speculators // 8) + 2)
+    # GPU nodes for the fleet, and as many again for the floor's (its pods stay Running).
+    nodes = max(4, (1 if args.no_floor else 2) * -(-(args.speculators + args.probes + 1) // 8) + 2)
     WORK.mkdir(parents=True, exist_ok=True)
     prom = PrometheusStandIn()
     threading.Thread(target=prom.serve_forever, daemon=True).start()
@@ -242,6 +259,7 @@ def main() -> int:
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NS}})
         custom = client.CustomObjectsApi(api)
+        floor = None if args.no_floor else _floor(api, custom, prom_url, args)
         peering: list[str] = []
         if args.replicas == 2:
             install_crds(api, sorted((REPO / "crds").glob("kopf.dev_*.yaml")))
@@ -254,7 +272,7 @@ def main() -> int:
             for i in range(args.replicas):
                 extra = [*peering, "--priority", "10" if i == 0 else "0"] if peering else []
                 operators.append(start_operator(cluster.kubeconfig, extra, WORK / f"operator-{i}.log"))
-            return _run(args, api, custom, operators, prom, prom_url)
+            return _run(args, api, custom, operators, prom, prom_url, floor)
         finally:
             for operator in operators:
                 if operator.poll() is None:
@@ -284,6 +302,7 @@ def _run(
     operators: list[subprocess.Popen[bytes]],
     prom: PrometheusStandIn,
     prom_url: str,
+    floor: dict[str, Any] | None,
 ) -> int:
     operator, standby = operators[0], (operators[1] if len(operators) > 1 else None)
     children = ChildWatch(api)
@@ -297,6 +316,7 @@ def _run(
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural, obj)
         created[obj["metadata"]["name"]] = t
 
+    burst0 = apiserver_requests(api)
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, objects))
@@ -313,6 +333,13 @@ def _run(
             all_ready = time.monotonic() - start
             break
         time.sleep(2)
+    burst1 = apiserver_requests(api)
+    # API requests per CR from the first create to all ready (all clients: the control plane's too).
+    burst_requests = {
+        f"{verb} {resource}{'/' + sub if sub else ''}": round((n - burst0.get(k, 0.0)) / len(objects), 2)
+        for k, n in sorted(burst1.items(), key=lambda kv: -(kv[1] - burst0.get(kv[0], 0.0)))[:16]
+        for verb, resource, sub in [k]
+    }
     latencies = [children.seen[n] - t for n, t in created.items() if n in children.seen]
     spd_lat = [
         children.seen[n] - t for n, t in created.items() if n.startswith("spd-") and n in children.seen
@@ -336,6 +363,7 @@ def _run(
     cpu1, rss1 = proc_sample(operator.pid)
     standby1 = proc_sample(standby.pid) if standby else (0.0, 0.0)
     after = apiserver_requests(api)
+    probe_lat = _probes(custom, children, prom_url, args)
     failover = _failover(operator, custom, children, prom_url, args) if standby else None
     children.stop.set()
     per_minute = {
@@ -367,7 +395,12 @@ def _run(
         "speculator_apply_to_deployment_p99_s": round(pct(spd_lat, 0.99), 3) if spd_lat else None,
         "training_apply_to_job_p50_s": round(statistics.median(tr_lat), 3) if tr_lat else None,
         "training_apply_to_job_p99_s": round(pct(tr_lat, 0.99), 3) if tr_lat else None,
+        **(floor or {}),
+        "fleet_apply_to_deployment_p50_s": round(statistics.median(probe_lat), 3) if probe_lat else None,
+        "fleet_apply_to_deployment_max_s": round(max(probe_lat), 3) if probe_lat else None,
+        "fleet_probes": len(probe_lat),
         "children_seen": len(children.seen),
+        "burst_api_requests_per_cr": burst_requests,
         "time_to_all_ready_s": round(all_ready, 1) if all_ready else None,
         "steady_seconds": round(elapsed),
         "metrics_interval_s": args.interval,
@@ -395,6 +428,78 @@ def _run(
     }
     print(json.dumps(result))
     return 0
+
+
+def _floor(
+    api: client.ApiClient, custom: client.CustomObjectsApi, prom_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The burst with an instant, free controller (see the module docstring)."""
+    from speculators_operator.kube import Kube
+    from speculators_operator.status.speculator import SpeculatorObserved, derive_speculator
+    from speculators_operator.status.training import TrainingObserved, derive_training
+
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": FLOOR_NS}})
+    kube = Kube(api)
+    children = ChildWatch(api, FLOOR_NS)
+    created: dict[str, float] = {}
+    objects = [speculator(i, prom_url, args.interval, args.window) for i in range(args.speculators)]
+    objects += [training(i) for i in range(args.trainings)]
+
+    def children_of(body: dict[str, Any]) -> None:
+        plan = (
+            derive_speculator(body, SpeculatorObserved())
+            if body["kind"] == "Speculator"
+            else derive_training(body, TrainingObserved())
+        )
+        for child in plan.create:
+            kube.create(child)
+        for child in plan.apply:
+            kube.apply(child)
+
+    controller = ThreadPoolExecutor(RECONCILE_WORKERS)  # as many in flight as the operator's runner
+
+    def create(obj: dict[str, Any]) -> None:
+        plural = "speculators" if obj["kind"] == "Speculator" else "speculatortrainings"
+        t = time.monotonic()
+        body = custom.create_namespaced_custom_object(GROUP, VERSION, FLOOR_NS, plural, obj)
+        created[obj["metadata"]["name"]] = t
+        controller.submit(children_of, body)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, objects))
+    controller.shutdown(wait=True)
+    deadline = start + args.timeout
+    while len(children.seen) < len(objects) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    children.stop.set()
+    latencies = [children.seen[n] - t for n, t in created.items() if n in children.seen]
+    # Left in place, idle (no operator watches it; its pods are held Running): deleting 1000s of objects
+    # would load the control plane during the operator's run, and waiting for it takes many minutes.
+    return {
+        "floor_apply_to_child_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "floor_apply_to_child_p99_s": round(pct(latencies, 0.99), 3) if latencies else None,
+        "floor_seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def _probes(
+    custom: client.CustomObjectsApi, children: ChildWatch, prom_url: str, args: argparse.Namespace
+) -> list[float]:
+    """Apply `--probes` more Speculators one at a time (2 s apart) into the running fleet: apply ->
+    Deployment of each (a probe whose Deployment is not seen within 60 s counts as 60 s)."""
+    out = []
+    for i in range(args.probes):
+        obj = speculator(args.speculators + 1 + i, prom_url, args.interval, args.window)
+        name = obj["metadata"]["name"]
+        t = time.monotonic()
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, "speculators", obj)
+        while name not in children.seen and time.monotonic() - t < 60:
+            time.sleep(0.01)
+        out.append(children.seen.get(name, t + 60) - t)
+        time.sleep(max(0.0, 2 - (time.monotonic() - t)))
+    return out
 
 
 def _failover(

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import kopf
 from prometheus_client import start_http_server
 
+from speculators_operator.cache import ChildCache, Reads
 from speculators_operator.handlers import kopf_handlers
 from speculators_operator.handlers.kopf_handlers import OperatorContext
-from speculators_operator.handlers.loops import MetricsLoop, resync_loop
+from speculators_operator.handlers.loops import MetricsLoop, cache_loop, resync_loop
 from speculators_operator.handlers.peering import PeeringGate, own_identity
 from speculators_operator.handlers.reconcile import Reconciler
 from speculators_operator.handlers.registry import Registry
@@ -116,10 +117,14 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
     images = Images(runtime=args.runtime_image or defaults.runtime, vllm=args.vllm_image or defaults.vllm)
     kube = Kube.from_environment()
     store = MetricsStore()
-    reconciler = Reconciler(kube, store, images)
+    cache = ChildCache()
+    reads = Reads(kube, cache)
+    reconciler = Reconciler(kube, store, images, reads)
     runner = KeyedRunner(reconciler)
     registry = Registry()
-    ctx = OperatorContext(reconciler=reconciler, runner=runner, registry=registry, store=store, stop=stop)
+    ctx = OperatorContext(
+        reconciler=reconciler, runner=runner, registry=registry, store=store, cache=cache, stop=stop
+    )
     namespaces = args.namespace or _env_list("SPECULATORS_NAMESPACES")
 
     settings = kopf.OperatorSettings()
@@ -134,8 +139,11 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> No
     gate = PeeringGate(
         kube, name=args.peering, identity=identity, priority=args.priority, namespaces=namespaces
     )
-    metrics_loop = MetricsLoop(registry, store, kube, runner, gate)
+    metrics_loop = MetricsLoop(registry, store, kube, runner, gate, reads=reads)
     loops = [
+        asyncio.create_task(
+            cache_loop(cache, kube, namespaces or None, args.resync_seconds, stop, gate), name="cache loop"
+        ),
         asyncio.create_task(metrics_loop.run(stop), name="metrics loop"),
         asyncio.create_task(
             resync_loop(registry, runner, args.resync_seconds, stop, gate), name="resync loop"

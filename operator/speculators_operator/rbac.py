@@ -59,8 +59,8 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
     (
         [""],
         ["services"],
-        ["get", "create", "patch"],
-        "the Speculator's Service and the headless training Service",
+        ["get", "list", "watch", "create", "patch"],
+        "the Speculator's Service and the headless training Service (watched: drift, the child cache)",
     ),
     (
         ["apps"],

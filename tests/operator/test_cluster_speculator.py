@@ -1,5 +1,6 @@
 """Speculator against the real control plane: draft resolution, the exact Deployment and Service, waiting on
-a trainingRef, scale subresource, rolling updates, and live acceptance scraped over HTTP.
+a trainingRef, scale subresource, rolling updates, drift of the children undone, and live acceptance
+scraped over HTTP.
 
 The vLLM pods run on kwok nodes (no containers); where a running vLLM server is needed, the test serves
 real vLLM exposition text on the pod's own IP and port (VllmStandIn, a stand-in for the vLLM server).
@@ -145,6 +146,45 @@ def test_training_ref_waits_then_deploys(operator: OperatorProcess, k: Kube) -> 
         "name": "pvc-later-workspace",
         "persistentVolumeClaim": {"claimName": "later-workspace", "readOnly": True},
     } in pod["volumes"]
+
+
+def test_drift_of_children_is_undone(operator: OperatorProcess, k: Kube) -> None:
+    """Edits by others to what the operator owns come back: a changed spec field (generation moves), a
+    removed label (only metadata moves), a deleted Service. The operator reads its children from its
+    watch cache, so this is also the cache seeing every change."""
+    inspect = json.dumps(INSPECT)
+    k.create(
+        speculator_body(
+            "drift", podMetadata={"annotations": {"sim.speculators.ai/termination-message": inspect}}
+        )
+    )
+    k.wait_phase("Speculator", "drift", "Running")
+    dep = k.get("Deployment", "drift-vllm")
+    assert dep["spec"]["replicas"] == 1
+
+    k.patch("Deployment", "drift-vllm", {"spec": {"replicas": 3}})
+    k.wait(
+        lambda: k.get("Deployment", "drift-vllm"), lambda d: d["spec"]["replicas"] == 1, what="replicas back"
+    )
+
+    label = "app.kubernetes.io/part-of"
+    assert label in dep["metadata"]["labels"]
+    k.patch("Deployment", "drift-vllm", {"metadata": {"labels": {label: None}}})
+    restored = k.wait(
+        lambda: k.get("Deployment", "drift-vllm"),
+        lambda d: d["metadata"]["labels"].get(label) == dep["metadata"]["labels"][label],
+        what="label back",
+    )
+    assert restored["metadata"]["generation"] == k.get("Deployment", "drift-vllm")["metadata"]["generation"]
+
+    uid = k.get("Service", "drift")["metadata"]["uid"]
+    k.delete("Service", "drift")
+    k.wait(
+        lambda: k.get("Service", "drift"),
+        lambda s: s is not None and s["metadata"]["uid"] != uid,
+        what="Service recreated",
+    )
+    assert k.get("Speculator", "drift")["status"]["phase"] == "Running"
 
 
 def _running_pod(k: Kube, name: str) -> dict[str, Any]:

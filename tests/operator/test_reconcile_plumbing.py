@@ -86,6 +86,33 @@ def test_runner_retries_failures_with_backoff():
     assert len(attempts) == 3
 
 
+def test_runner_lets_applied_objects_pass_background_work():
+    """With every worker busy, a create/update (run_now) goes before triggers that were queued first."""
+    order: list[str] = []
+    release = threading.Event()
+
+    def reconcile(kind: str, ns: str, name: str) -> None:
+        if name == "busy":
+            release.wait(5)
+        order.append(name)
+
+    async def scenario() -> None:
+        runner = KeyedRunner(reconcile, workers=1)
+        runner.trigger(("Speculator", "ns", "busy"))
+        await asyncio.sleep(0.05)  # "busy" holds the only worker
+        for name in ("child-event-1", "child-event-2"):
+            runner.trigger(("Speculator", "ns", name))
+        await asyncio.sleep(0.01)
+        applied = asyncio.create_task(runner.run_now(("Speculator", "ns", "just-applied")))
+        await asyncio.sleep(0.01)
+        release.set()
+        await applied
+        await runner.idle()
+
+    asyncio.run(scenario())
+    assert order == ["busy", "just-applied", "child-event-1", "child-event-2"]
+
+
 def test_run_now_propagates_errors_to_kopf():
     def reconcile(kind: str, ns: str, name: str) -> None:
         raise ValueError("boom")
@@ -163,34 +190,59 @@ def test_a_spec_the_renderer_refuses_is_invalid_spec_in_status_and_an_event():
 
 
 def test_an_apply_that_would_change_nothing_is_skipped():
-    """A child applied before, observed at the version that apply returned: nobody changed it, the same
-    apply is not sent again. Another version (drift, another writer) is applied over; so is a new render."""
+    """A child applied before and observed at the version that apply returned, or with only its status
+    moved on since (same generation, our labels on it): the same apply is not sent again. Drift of what we
+    own (another version of a kind without a generation, a new generation, a removed label) is applied
+    over; so is a new render."""
     from speculators_operator.handlers.reconcile import Reconciler
     from speculators_operator.metrics.store import MetricsStore
     from speculators_operator.status.plan import Plan
 
-    class FakeKube:
+    class ApiServerStandIn:  # returns what an apply returns: the new resourceVersion and generation
         def __init__(self) -> None:
             self.applied: list[str] = []
 
         def apply(self, obj):
-            self.applied.append(obj["spec"]["v"])
-            return {"metadata": {"resourceVersion": str(len(self.applied))}}
+            self.applied.append(f"{obj['kind']}:{obj['spec']['v']}")
+            return {"metadata": {"resourceVersion": str(len(self.applied)), "generation": 1}}
 
         def patch_status(self, *args):
             pass
 
-    kube = FakeKube()
+    kube = ApiServerStandIn()
     reconciler = Reconciler(kube, MetricsStore())  # type: ignore[arg-type]
     owner = {"kind": "Speculator", "metadata": {"namespace": "ns", "name": "s"}, "status": {}}
 
-    def child(v: str) -> dict:
-        return {"kind": "Service", "metadata": {"namespace": "ns", "name": "s"}, "spec": {"v": v}}
+    def child(kind: str, v: str) -> dict:
+        meta = {"namespace": "ns", "name": "s", "labels": {"ours": "yes"}}
+        return {"kind": kind, "metadata": meta, "spec": {"v": v}}
 
-    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {})
-    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {("Service", "s"): "1"})
-    assert kube.applied == ["a"]  # observed at the version our apply returned: skipped
-    reconciler.execute(owner, Plan(status={}, apply=[child("a")]), {("Service", "s"): "7"})
-    assert kube.applied == ["a", "a"]  # someone else wrote it: applied over
-    reconciler.execute(owner, Plan(status={}, apply=[child("b")]), {("Service", "s"): "2"})
-    assert kube.applied == ["a", "a", "b"]  # a new render
+    def live(kind: str, version: str, generation: int | None = None, labels: dict | None = None) -> dict:
+        meta = {
+            "name": "s",
+            "resourceVersion": version,
+            "labels": {"ours": "yes"} if labels is None else labels,
+        }
+        if generation is not None:
+            meta["generation"] = generation
+        return {(kind, "s"): {"kind": kind, "metadata": meta}}
+
+    def execute(kind: str, v: str, observed: dict) -> None:
+        reconciler.execute(owner, Plan(status={}, apply=[child(kind, v)]), observed)
+
+    execute("Service", "a", {})
+    execute("Service", "a", live("Service", "1"))
+    assert kube.applied == ["Service:a"]  # observed at the version our apply returned: skipped
+    execute("Service", "a", live("Service", "7"))
+    assert kube.applied == ["Service:a"] * 2  # no generation, another version: applied over
+    execute("Service", "b", live("Service", "2"))
+    assert kube.applied == ["Service:a"] * 2 + ["Service:b"]  # a new render
+
+    kube.applied.clear()
+    execute("Deployment", "a", {})  # returns version 1, generation 1
+    execute("Deployment", "a", live("Deployment", "9", generation=1))
+    assert kube.applied == ["Deployment:a"]  # only its status moved (the rollout): skipped
+    execute("Deployment", "a", live("Deployment", "10", generation=1, labels={}))
+    assert kube.applied == ["Deployment:a"] * 2  # our label was removed: applied over
+    execute("Deployment", "a", live("Deployment", "11", generation=2))
+    assert kube.applied == ["Deployment:a"] * 3  # someone changed its spec: applied over

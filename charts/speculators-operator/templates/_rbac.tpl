@@ -39,10 +39,10 @@
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
-# the Speculator's Service and the headless training Service
+# the Speculator's Service and the headless training Service (watched: drift, the child cache)
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 # the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary
 - apiGroups: [apps]
   resources: [deployments]

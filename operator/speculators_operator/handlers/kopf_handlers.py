@@ -2,8 +2,9 @@
 
 - create/update/resume of a CR: reconcile now (Kopf retries failures, progress under speculators.ai/*);
 - watch events of the CRs: keep the registry for the periodic loops; wake dependents;
-- watch events of our Jobs, TrainJobs, Pods, Deployments, (LLM)InferenceServices and Routes (server-side
-  label selector): wake their owner.
+- watch events of our Jobs, TrainJobs, Pods, Deployments, Services, (LLM)InferenceServices and Routes
+  (server-side label selector): wake their owner; those of Jobs, Pods, Deployments and Services also keep
+  the child cache the reconciles read.
 No delete handlers, timers or daemons: ownerReferences + garbage collection delete the children, and
 nothing here needs a finalizer, so deletion never waits for the operator.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import kopf
 
 from speculators_operator import constants as c
+from speculators_operator.cache import ChildCache
 from speculators_operator.handlers.reconcile import Reconciler, SemanticError
 from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
@@ -36,6 +38,7 @@ class OperatorContext:
     runner: KeyedRunner
     registry: Registry
     store: MetricsStore
+    cache: ChildCache = field(default_factory=ChildCache)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -55,6 +58,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         ("batch", "jobs"),
         ("", "pods"),
         ("apps", "deployments"),
+        ("", "services"),
         ("serving.kserve.io", "inferenceservices"),
         ("serving.kserve.io", "llminferenceservices"),
         ("trainer.kubeflow.org", "trainjobs"),
@@ -158,9 +162,20 @@ def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:
         ctx.runner.trigger((c.SPECULATOR_KIND, namespace, labels[c.LABEL_SPECULATOR]))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
-async def job_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
+def _child_changed(memo: Any, event: dict[str, Any], body: Any, namespace: str, labels: Any) -> None:
+    ctx: OperatorContext = memo.ctx
+    if event.get("type") == "DELETED":
+        ctx.cache.remove(body.get("kind", ""), namespace, body.get("metadata", {}).get("name", ""))
+    else:
+        ctx.cache.upsert(body)
     _wake_owner(memo, namespace, labels)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def job_event(
+    event: dict[str, Any], body: Any, namespace: str, labels: Any, memo: Any, **_: Any
+) -> None:
+    _child_changed(memo, event, body, namespace, labels)
 
 
 @kopf.on.event("trainer.kubeflow.org", "v1alpha1", "trainjobs", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
@@ -169,13 +184,24 @@ async def trainjob_event(namespace: str, labels: Any, memo: Any, **_: Any) -> No
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
-async def deployment_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
-    _wake_owner(memo, namespace, labels)
+async def deployment_event(
+    event: dict[str, Any], body: Any, namespace: str, labels: Any, memo: Any, **_: Any
+) -> None:
+    _child_changed(memo, event, body, namespace, labels)
+
+
+@kopf.on.event("", "v1", "services", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+async def service_event(
+    event: dict[str, Any], body: Any, namespace: str, labels: Any, memo: Any, **_: Any
+) -> None:
+    _child_changed(memo, event, body, namespace, labels)
 
 
 @kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
-async def pod_event(namespace: str, labels: Any, memo: Any, **_: Any) -> None:
-    _wake_owner(memo, namespace, labels)
+async def pod_event(
+    event: dict[str, Any], body: Any, namespace: str, labels: Any, memo: Any, **_: Any
+) -> None:
+    _child_changed(memo, event, body, namespace, labels)
 
 
 # Watched only where the cluster serves them (Kopf skips kinds that are not installed).

@@ -1,4 +1,5 @@
-"""Periodic work without finalizers: acceptance scrapes per Speculator, and a slow resync of everything."""
+"""Periodic work without finalizers: acceptance scrapes per Speculator, a slow resync of everything, and
+the relists that keep the child cache true."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from speculators_operator import constants as c
 from speculators_operator import opmetrics
 from speculators_operator.api.serving import MetricsSpec
+from speculators_operator.cache import ChildCache, Reads
 from speculators_operator.handlers.peering import PeeringGate
 from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
@@ -47,8 +49,10 @@ class MetricsLoop:
         runner: KeyedRunner,
         gate: PeeringGate | None = None,
         tick: float = 1.0,
+        reads: Reads | None = None,
     ) -> None:
         self.gate = gate
+        self.reads = reads or Reads(kube)
         self.registry = registry
         self.store = store
         self.kube = kube
@@ -116,7 +120,7 @@ class MetricsLoop:
                     await self._query_canary(key, spec, ctx.canary_name)
             else:
                 pods = await asyncio.to_thread(
-                    self.kube.list,
+                    self.reads.list,
                     "Pod",
                     ns,
                     {
@@ -178,3 +182,33 @@ async def resync_loop(
         for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND):
             for (ns, name), _ in registry.items(kind):
                 runner.trigger((kind, ns, name))
+
+
+async def cache_loop(
+    cache: ChildCache,
+    kube: Kube,
+    namespaces: list[str] | None,
+    interval: float,
+    stop: asyncio.Event,
+    gate: PeeringGate | None = None,
+    tick: float = 1.0,
+) -> None:
+    """Relist the cached kinds when this replica becomes the active one (at start, after a failover) and
+    every `interval` seconds; while another replica is active, Kopf's watches are paused and the cache
+    is not trusted."""
+    listed_at: float | None = None
+    while not stop.is_set():
+        try:
+            active = gate is None or await asyncio.to_thread(gate.active)
+            if not active:
+                cache.unsync()
+                listed_at = None
+            elif listed_at is None or time.monotonic() - listed_at >= interval:
+                await asyncio.to_thread(cache.relist, kube, namespaces)
+                listed_at = time.monotonic()
+        except Exception:  # reads fall back to the API server until a relist succeeds
+            log.exception("relisting the child cache failed")
+            cache.unsync()
+            listed_at = None
+        if await sleep_unless(stop, tick):
+            return

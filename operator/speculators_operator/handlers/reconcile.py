@@ -1,7 +1,8 @@
 """The level-triggered reconcile of each kind: observe -> derive (pure) -> apply -> write status.
 
-It reads everything it decides on from the API server (never from memory, except the acceptance window
-the scrapes built), so running it twice in a row changes nothing the second time.
+It reads its own object from the API server and its children from the watch cache (cache.Reads: the API
+server until the cache is synced); nothing else it decides on lives in memory except the acceptance window
+the scrapes built, so running it twice in a row changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from speculators_operator import constants as c
 from speculators_operator import opmetrics
+from speculators_operator.cache import Reads
 from speculators_operator.kube import Kube, KubeError
 from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render import training as render_training
@@ -66,13 +68,18 @@ def _digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def observed_versions(objects: Iterable[dict[str, Any] | None]) -> dict[tuple[str, str], str]:
-    """(kind, name) -> resourceVersion of the children observed in this reconcile."""
-    out = {}
-    for obj in objects:
-        if obj is not None and obj.get("kind") and (obj.get("metadata") or {}).get("resourceVersion"):
-            out[(obj["kind"], obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
-    return out
+def observed_children(objects: Iterable[dict[str, Any] | None]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(kind, name) -> the children observed in this reconcile."""
+    return {
+        (obj["kind"], obj["metadata"]["name"]): obj
+        for obj in objects
+        if obj is not None and obj.get("kind") and (obj.get("metadata") or {}).get("name")
+    }
+
+
+def _contains(live: dict[str, str] | None, wanted: dict[str, str] | None) -> bool:
+    live = live or {}
+    return all(live.get(k) == v for k, v in (wanted or {}).items())
 
 
 def _owned_by(obj: dict[str, Any] | None, owner: dict[str, Any]) -> bool:
@@ -95,14 +102,17 @@ def _controller(obj: dict[str, Any], kind: str) -> str | None:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, store: MetricsStore, images: Images | None = None) -> None:
+    def __init__(
+        self, kube: Kube, store: MetricsStore, images: Images | None = None, reads: Reads | None = None
+    ) -> None:
         self.kube = kube
+        self.reads = reads or Reads(kube)  # children: from the watch cache once it is synced
         self.store = store
         self.images = images or Images()
         self._last_error: dict[tuple[str, str, str], str] = {}
-        # (kind, namespace, name) -> (digest of what we applied, resourceVersion the apply returned): an
-        # object observed at that version was not touched since, so the same apply would be a no-op.
-        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # (kind, namespace, name) -> (digest of what we applied, resourceVersion and generation the apply
+        # returned): see _unchanged.
+        self._applied: dict[tuple[str, str, str], tuple[str, str, int | None]] = {}
 
     def __call__(self, kind: str, namespace: str, name: str) -> None:
         started = time.monotonic()
@@ -142,7 +152,7 @@ class Reconciler:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         selector = {c.LABEL_TRAINING: name, c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
         observed = TrainingObserved()
-        workloads = self.kube.list("Job", ns, selector)
+        workloads = self.reads.list("Job", ns, selector)
         if self.kube.serves("TrainJob"):  # runtime trainjob (or a TrainJob left from it)
             workloads += self.kube.list("TrainJob", ns, selector)
         for job in workloads:
@@ -163,7 +173,7 @@ class Reconciler:
                 for j in queued
                 if j["metadata"]["name"] in by_owner
             }
-        for pod in self.kube.list("Pod", ns, selector):
+        for pod in self.reads.list("Pod", ns, selector):
             pod_labels = pod["metadata"].get("labels") or {}
             # A TrainJob's pods belong to its JobSet (named after it), a step Job's to that Job.
             job_name = pod_labels.get(render_trainjob.JOBSET_NAME_LABEL) or pod_labels.get(c.JOB_NAME_LABEL)
@@ -218,13 +228,15 @@ class Reconciler:
         ref = ((spec.get("draft") or {}).get("trainingRef") or {}).get("name")
         if ref:
             observed.training = self.kube.get(c.TRAINING_KIND, ns, ref)
-        job = self.kube.get("Job", ns, f"{name}-resolve")
+        job = self.reads.get("Job", ns, f"{name}-resolve")
         if _owned_by(job, body):
             observed.resolve_job = job
-            observed.resolve_pods = self.kube.list("Pod", ns, {c.JOB_NAME_LABEL: f"{name}-resolve"})
-        dep = self.kube.get("Deployment", ns, f"{name}-vllm")
+            observed.resolve_pods = self.reads.list(
+                "Pod", ns, {c.JOB_NAME_LABEL: f"{name}-resolve", c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
+            )
+        dep = self.reads.get("Deployment", ns, f"{name}-vllm")
         observed.deployment = dep if _owned_by(dep, body) else None
-        canary = self.kube.get("Deployment", ns, f"{name}-vllm-canary")
+        canary = self.reads.get("Deployment", ns, f"{name}-vllm-canary")
         observed.canary = canary if _owned_by(canary, body) else None
         if spec.get("retrain") or (body.get("status") or {}).get("retrain"):
             for training in self.kube.list(c.TRAINING_KIND, ns, {c.LABEL_SPECULATOR: name}):
@@ -233,7 +245,7 @@ class Reconciler:
         capture = (spec.get("traffic") or {}).get("capture") or {}
         if capture.get("enabled") and not (capture.get("pvc") or {}).get("claimName"):
             observed.capture_pvc = self.kube.get("PersistentVolumeClaim", ns, f"{name}-traffic")
-        svc = self.kube.get("Service", ns, name)
+        svc = self.reads.get("Service", ns, name)
         observed.service = svc if _owned_by(svc, body) else None
         # backend kserve, or what is left of it after a switch back (discovery first: no KServe, no get)
         observed.kserve_served = self.kube.serves("InferenceService")
@@ -261,7 +273,7 @@ class Reconciler:
         cache = spec.get("cache") or {}
         if cache.get("size") is not None and not cache.get("claimName"):
             observed.cache = self.kube.get("PersistentVolumeClaim", ns, f"{name}-cache")
-        observed.pods = self.kube.list(
+        observed.pods = self.reads.list(
             "Pod",
             ns,
             {c.LABEL_SPECULATOR: name, c.LABEL_COMPONENT: "vllm", c.LABEL_MANAGED_BY: c.OPERATOR_NAME},
@@ -288,7 +300,7 @@ class Reconciler:
             observed.llm_inference_service,
             observed.route,
         )
-        self.execute(body, plan, observed_versions(children))
+        self.execute(body, plan, observed_children(children))
         opmetrics.set_phase(c.SPECULATOR_KIND, namespace, name, plan.status.get("phase"))
         # The live window (status.acceptance is refreshed at most once per window).
         live = self.store.get((namespace, name))
@@ -317,18 +329,34 @@ class Reconciler:
         if patch:
             self.kube.patch_status(body["kind"], meta["namespace"], meta["name"], patch)
 
-    def _unchanged(self, obj: dict[str, Any], versions: dict[tuple[str, str], str]) -> bool:
-        """The same object was applied before and nobody changed it since (its resourceVersion now is the one
-        our apply got back): skip the call. Drift, by anyone, changes the version and is applied over."""
+    def _unchanged(self, obj: dict[str, Any], observed: dict[tuple[str, str], dict[str, Any]]) -> bool:
+        """The same object was applied before and nobody changed what we own since: skip the call.
+
+        Unchanged when the live object is at the version our apply got back, or, for kinds with a
+        generation, when only its status moved on (the Deployment controller's rollout updates): same
+        generation as after our apply and our labels and annotations still on it. Drift, by anyone,
+        bumps the generation (spec) or removes a label (metadata) and is applied over."""
         m = obj["metadata"]
-        seen = versions.get((obj["kind"], m["name"]))
-        return seen is not None and self._applied.get((obj["kind"], m["namespace"], m["name"])) == (
-            _digest(obj),
-            seen,
+        live = observed.get((obj["kind"], m["name"]))
+        applied = self._applied.get((obj["kind"], m["namespace"], m["name"]))
+        if live is None or applied is None or applied[0] != _digest(obj):
+            return False
+        live_meta = live.get("metadata") or {}
+        if live_meta.get("resourceVersion") == applied[1]:
+            return True
+        generation = live_meta.get("generation")
+        return (
+            generation is not None
+            and generation == applied[2]
+            and _contains(live_meta.get("labels"), m.get("labels"))
+            and _contains(live_meta.get("annotations"), m.get("annotations"))
         )
 
     def execute(
-        self, owner: dict[str, Any], plan: Plan, versions: dict[tuple[str, str], str] | None = None
+        self,
+        owner: dict[str, Any],
+        plan: Plan,
+        observed: dict[tuple[str, str], dict[str, Any]] | None = None,
     ) -> None:
         """Carry out a plan: deletes, creates, applies (of objects that would change), then one status
         patch if anything changed."""
@@ -341,15 +369,19 @@ class Reconciler:
         ]
         for write, obj in writes:
             applying = write == self.kube.apply
-            if applying and self._unchanged(obj, versions or {}):
+            if applying and self._unchanged(obj, observed or {}):
                 continue
             try:
                 result = write(obj)
                 if applying and isinstance(result, dict):
                     m = obj["metadata"]
-                    version = (result.get("metadata") or {}).get("resourceVersion")
-                    if version:
-                        self._applied[(obj["kind"], m["namespace"], m["name"])] = (_digest(obj), version)
+                    got = result.get("metadata") or {}
+                    if got.get("resourceVersion"):
+                        self._applied[(obj["kind"], m["namespace"], m["name"])] = (
+                            _digest(obj),
+                            got["resourceVersion"],
+                            got.get("generation"),
+                        )
             except KubeError as exc:
                 if exc.status not in REJECTED_STATUSES:
                     raise  # conflicts, timeouts, 5xx: transient, retried as they are
