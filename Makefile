@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack
 
-.PHONY: setup control-plane compat demo test test-fast lint crds chart bundle constraints clean
+.PHONY: setup control-plane compat bench-venv demo test test-fast lint crds chart bundle constraints clean
 
 setup:                ## virtual environment with every extra (pinned)
 	@bash hack/setup-venv.sh
@@ -14,6 +14,10 @@ control-plane:        ## build/cache kube-apiserver, kcm, scheduler, kubectl, et
 
 compat: setup         ## .venv-compat: vLLM's and upstream speculators' own code, for the compat tier
 	@bash hack/setup-compat-venv.sh
+
+bench-venv: setup     ## .venv-bench: the real GuideLLM (pinned) for the speed-up tier, and headless Chromium
+	@bash hack/setup-bench-venv.sh
+	@bash hack/setup-chromium.sh
 
 demo:                 ## the main job: control plane + operator + examples, on this machine
 	@bash hack/demo.sh

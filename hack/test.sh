@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: set-up (venv, compat venv, control plane) then the whole suite, every tier.
+# The README's test command: set-up (venv, compat and bench venvs, Chromium, control plane), then the
+# whole suite, every tier.
 # The Go build and the pip installs are independent, so they run side by side on a cold machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ bash hack/build-control-plane.sh > .work/control-plane-bin 2> .work/control-plan
 cp_pid=$!
 bash hack/setup-venv.sh
 bash hack/setup-compat-venv.sh
+bash hack/setup-bench-venv.sh
+bash hack/setup-chromium.sh
 if ! wait "$cp_pid"; then
   tail -50 .work/control-plane-build.log >&2
   echo "test: building the control plane failed (log: .work/control-plane-build.log)" >&2

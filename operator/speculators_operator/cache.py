@@ -11,7 +11,8 @@ Stale is safe here, as in any informer-backed controller: creates of a child tha
 of a child is an event that reconciles its owner again. What an event stream cannot announce (a child
 deleted while this replica was paused, or during a watch gap) the periodic relist removes.
 
-Objects are kept as JSON text and parsed on each read: a reconcile may change what it reads, and no two
+Objects are kept as compact JSON text without `metadata.managedFields` (no reconcile reads them; they are
+half of a Deployment's size) and parsed on each read: a reconcile may change what it reads, and no two
 threads then share a dict.
 """
 
@@ -32,6 +33,11 @@ KINDS = ("Deployment", "Job", "Pod", "Service")  # what Kopf watches with our la
 OURS = {c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
 
 _Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+def _text(obj: Mapping[str, Any]) -> str:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return json.dumps({**{k: obj[k] for k in obj}, "metadata": meta}, separators=(",", ":"))
 
 
 class _Entry:
@@ -59,7 +65,7 @@ class ChildCache:
         if kind not in self.kinds:
             return
         meta = body.get("metadata") or {}
-        text = json.dumps({k: body[k] for k in body})
+        text = _text(body)
         with self._lock:
             self._seq += 1
             key = (kind, meta.get("namespace", ""), meta.get("name", ""))
@@ -105,7 +111,7 @@ class ChildCache:
                         if self._gone.get((*scope, name), 0) > start:
                             continue  # deleted while the LIST ran
                         labels = dict(item["metadata"].get("labels") or {})
-                        cached[name] = _Entry(labels, json.dumps(item), entry.seq if entry else start)
+                        cached[name] = _Entry(labels, _text(item), entry.seq if entry else start)
                 self._gone = {k: s for k, s in self._gone.items() if s > start}
                 self._synced.add(kind)
 
