@@ -28,17 +28,12 @@ PINS=(
   "loguru==0.7.3"
 )
 
+. hack/lib/overlay-venv.sh
 [ -x "$BASE/bin/python" ] || bash hack/setup-venv.sh
-stamp="$BENCH/.setup-stamp"
-want=$({ cat "$0"; cat "$BASE/.setup-stamp" 2>/dev/null || true; } | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+if overlay_fresh "$BASE" "$BENCH" "$0"; then exit 0; fi
 
-[ -x "$BENCH/bin/python" ] || "$BASE/bin/python" -m venv "$BENCH"
-base_site=$("$BASE/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-bench_site=$("$BENCH/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "import site; site.addsitedir('$(cd "$base_site" && pwd)')" > "$bench_site/_base_venv.pth"
+overlay_venv "$BASE" "$BENCH"
 
-# sanic is GuideLLM's mock server only (the tests use our speculation-aware stand-in instead).
 "$BENCH/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}"
 
 "$BENCH/bin/python" - <<'PY'
@@ -46,4 +41,4 @@ import guidellm, torch
 from guidellm.benchmark.schemas import GenerativeBenchmarksReport  # noqa: F401  (the JSON we read)
 print(f"setup-bench-venv: guidellm {guidellm.__version__ if hasattr(guidellm, '__version__') else ''}; torch {torch.__version__}")
 PY
-echo "$want" > "$stamp"
+overlay_done "$BENCH"

@@ -32,20 +32,14 @@ EXTRAS=(
   "python-dotenv==1.2.4"
 )
 
+. hack/lib/overlay-venv.sh
 [ -x "$BASE/bin/python" ] || bash hack/setup-venv.sh
-stamp="$COMPAT/.setup-stamp"
-want=$({ cat "$0"; cat "$BASE/.setup-stamp" 2>/dev/null || true; } | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+if overlay_fresh "$BASE" "$COMPAT" "$0"; then exit 0; fi
 
 find_links=()
 for d in ${COMPAT_FIND_LINKS:-}; do find_links+=(--find-links "$d"); done
 
-[ -x "$COMPAT/bin/python" ] || "$BASE/bin/python" -m venv "$COMPAT"
-base_site=$("$BASE/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-compat_site=$("$COMPAT/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# addsitedir (not a bare path) so .venv's own .pth files (the editable install of this project) apply too.
-# Appended after the compat site-packages: what is installed here wins.
-echo "import site; site.addsitedir('$(cd "$base_site" && pwd)')" > "$compat_site/_base_venv.pth"
+overlay_venv "$BASE" "$COMPAT"
 
 "$COMPAT/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${find_links[@]}" "${NO_DEPS[@]}" "${EXTRAS[@]}"
 
@@ -57,5 +51,5 @@ from speculators.models import Eagle3DraftModel  # noqa: F401
 import torch, transformers
 print(f"setup-compat-venv: vllm + speculators import; torch {torch.__version__}, transformers {transformers.__version__}")
 PY
-echo "$want" > "$stamp"
+overlay_done "$COMPAT"
 echo "setup-compat-venv: $COMPAT ready" >&2

@@ -28,7 +28,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -64,10 +64,6 @@ class Model:
         """Expected inter-token latency with `running` sequences in the batch."""
         return (self.a + self.u * running * (self.k + 1) + self.d * self.k) / self.mean_acceptance_length
 
-    def speedup(self, running: float) -> float:
-        baseline = Model(k=0, q=(), a=self.a, u=self.u, d=self.d)
-        return baseline.itl_seconds(running) / self.itl_seconds(running)
-
     @property
     def breakeven_concurrency(self) -> float:
         tau = self.mean_acceptance_length
@@ -75,8 +71,8 @@ class Model:
 
     @property
     def baseline(self) -> Model:
-        return Model(k=0, q=(), a=self.a, u=self.u, d=self.d, prefill=self.prefill,
-                     prefill_per_token=self.prefill_per_token)  # fmt: skip
+        """The same server without a speculator."""
+        return replace(self, k=0, q=())
 
     def concurrency_at_rate(self, rate: float, output_tokens: int, prompt_tokens: int = 0) -> float:
         """Sequences in flight at `rate` requests/s (Little's law: b = rate * request time(b)); inf

@@ -37,7 +37,7 @@ _Key = tuple[str, str, str]  # (kind, namespace, name)
 
 def _text(obj: Mapping[str, Any]) -> str:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return json.dumps({**{k: obj[k] for k in obj}, "metadata": meta}, separators=(",", ":"))
+    return json.dumps({**obj, "metadata": meta}, separators=(",", ":"))
 
 
 class _Entry:

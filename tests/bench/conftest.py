@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,20 +79,6 @@ class StandInServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
-
-
-@pytest.fixture
-def standin() -> Iterator[type[StandInServer]]:
-    servers: list[StandInServer] = []
-
-    def start(model, seed: int = 0) -> StandInServer:
-        server = StandInServer(model, seed)
-        servers.append(server)
-        return server
-
-    yield start  # type: ignore[misc]
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture(scope="session")
