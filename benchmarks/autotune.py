@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO))
 
 from speculators_core.eval.cost import per_position_from_conditional  # noqa: E402
+from speculators_core.vllm_metrics.acceptance import Counters  # noqa: E402
 from speculators_operator.api.speculator import SpeculatorSpec  # noqa: E402
-from speculators_operator.metrics.acceptance import Counters  # noqa: E402
 from speculators_operator.status.tuning import tune  # noqa: E402
 from speculators_operator.tuning.choose import Params, best_fixed_k  # noqa: E402
 from speculators_operator.tuning.model import StepCost, tokens_per_second  # noqa: E402

@@ -1,7 +1,8 @@
 """A stand-in for a vLLM OpenAI-compatible server, with and without a speculator (no GPU here, so no vLLM).
 
-It serves `/health`, `/v1/models`, `/v1/completions` and `/v1/chat/completions` (streamed as vLLM streams:
-SSE chunks, `usage` with `continuous_usage_stats`, `[DONE]`) from one continuous-batching engine whose
+It serves `/health`, `/metrics` (vLLM's spec-decode counters), `/v1/models`, `/v1/completions` and
+`/v1/chat/completions` (streamed as vLLM streams: SSE chunks, `usage` with `continuous_usage_stats`,
+`[DONE]`) from one continuous-batching engine whose
 timing is a known model, so what a benchmark measures against it is known in advance:
 
 - every engine step serves all running sequences at once and takes
@@ -132,14 +133,18 @@ class Engine:
         self.steps = 0
         self.accepted = 0
         self.drafted = 0
+        self.drafts = 0
+        self.accepted_per_pos = [0] * model.k
 
     def _tokens_this_step(self) -> int:
         n = 1
-        for qi in self.model.q[: self.model.k]:
+        for i, qi in enumerate(self.model.q[: self.model.k]):
             if self.rng.random() >= qi:
                 break
+            self.accepted_per_pos[i] += 1
             n += 1
         self.drafted += self.model.k
+        self.drafts += 1 if self.model.k else 0
         self.accepted += n - 1
         return n
 
@@ -262,7 +267,26 @@ def build_app(model: Model, name: str = "standin", seed: int = 0) -> web.Applica
             raise
         return resp
 
+    async def metrics(_: web.Request) -> web.Response:
+        """vLLM's spec-decode counters (the names and labels of vLLM's SpecDecodingProm)."""
+        labels = f'engine="0",model_name="{name}"'
+        lines = []
+        if model.k:
+            for family, value in (
+                ("num_drafts", engine.drafts),
+                ("num_draft_tokens", engine.drafted),
+                ("num_accepted_tokens", engine.accepted),
+            ):
+                lines += [f"# TYPE vllm:spec_decode_{family} counter",
+                          f"vllm:spec_decode_{family}_total{{{labels}}} {float(value)}"]  # fmt: skip
+            lines.append("# TYPE vllm:spec_decode_num_accepted_tokens_per_pos counter")
+            for i, value in enumerate(engine.accepted_per_pos):
+                series = f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{i}"}}'
+                lines.append(f"{series} {float(value)}")
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", complete)
     app.router.add_post("/v1/chat/completions", complete)

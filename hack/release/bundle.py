@@ -84,6 +84,15 @@ SPEC_DESCRIPTORS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("datagen.shards", "Hidden-state shards", [NUMBER, ADVANCED]),
         ("output.pvc.size", "Workspace size", [TEXT]),
     ],
+    "SpeculatorBenchmark": [
+        ("speculatorRef.name", "Speculator", [TEXT]),
+        ("rate.type", "Rate profile", _select("sweep", "synchronous", "throughput", "constant", "poisson")),
+        ("maxSeconds", "Seconds per rate", [NUMBER]),
+        ("dataset.uri", "Prompt dataset", [TEXT]),
+        ("baseline.create", "Temporary baseline", [SWITCH]),
+        ("baseline.url", "Existing baseline URL", [TEXT, ADVANCED]),
+        ("results.size", "Results claim size", [TEXT, ADVANCED]),
+    ],
 }
 STATUS_DESCRIPTORS: dict[str, list[tuple[str, str, list[str]]]] = {
     "Speculator": [
@@ -104,6 +113,13 @@ STATUS_DESCRIPTORS: dict[str, list[tuple[str, str, list[str]]]] = {
         ("output.uri", "Draft model", [TEXT]),
         ("speculatorRef.name", "Speculator", [TEXT]),
     ],
+    "SpeculatorBenchmark": [
+        ("phase", "Phase", [TEXT]),
+        ("conditions", "Conditions", [CONDITIONS]),
+        ("speedupAtLowestRate", "Speed-up at the lowest rate", [TEXT]),
+        ("breakevenRate", "Breakeven (requests/s)", [TEXT]),
+        ("results.report", "Report", [TEXT]),
+    ],
 }
 # Kinds each owned resource creates (shown in the console's resource tab).
 CHILDREN: dict[str, list[tuple[str, str]]] = {
@@ -122,6 +138,12 @@ CHILDREN: dict[str, list[tuple[str, str]]] = {
         ("PersistentVolumeClaim", "v1"),
         ("Speculator", "v1alpha1"),
     ],
+    "SpeculatorBenchmark": [
+        ("Job", "v1"),
+        ("Deployment", "v1"),
+        ("Service", "v1"),
+        ("PersistentVolumeClaim", "v1"),
+    ],
 }
 
 DESCRIPTION = """\
@@ -129,7 +151,8 @@ Speculative decoding on Kubernetes. **SpeculatorTraining** trains an EAGLE-3 dra
 GPU Jobs (prepare data, generate hidden states, train, evaluate, publish). **Speculator** serves the
 verifier with the draft on vLLM (`--speculative-config`), as a Deployment or, on OpenShift AI, as a KServe
 InferenceService that appears in the dashboard, and reports the live acceptance rate and mean acceptance
-length in its status.
+length in its status. **SpeculatorBenchmark** measures a Speculator with GuideLLM against a temporary
+baseline without speculation: speed-up per request rate and the rate above which speculation stops paying.
 
 Every pod runs under the restricted-v2 SCC (no fixed UID). Credentials are Secrets referenced by name and
 loaded with envFrom; the operator never reads them.

@@ -12,6 +12,8 @@ TRAINING_KIND: Final = "SpeculatorTraining"
 TRAINING_PLURAL: Final = "speculatortrainings"
 SPECULATOR_KIND: Final = "Speculator"
 SPECULATOR_PLURAL: Final = "speculators"
+BENCHMARK_KIND: Final = "SpeculatorBenchmark"
+BENCHMARK_PLURAL: Final = "speculatorbenchmarks"
 
 OPERATOR_NAME: Final = "speculators-operator"
 # One field manager for every server-side apply, so ownership of fields never splits between callers.
@@ -29,12 +31,14 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 LABEL_TRAINING: Final = f"{GROUP}/training"
 LABEL_SPECULATOR: Final = f"{GROUP}/speculator"
+LABEL_BENCHMARK: Final = f"{GROUP}/benchmark"
 # On canary vLLM pods (a retrained draft on trial): scraped apart from the stable pods.
 LABEL_TRACK: Final = f"{GROUP}/track"
 TRACK_CANARY: Final = "canary"
 PART_OF: Final = "speculators"
 APP_TRAINING: Final = "speculator-training"
 APP_SPECULATOR: Final = "speculator"
+APP_BENCHMARK: Final = "speculator-benchmark"
 
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 ANNOTATION_STEP: Final = f"{GROUP}/step"

@@ -56,6 +56,7 @@ RESOURCES: dict[str, Resource] = {
     "Workload": Resource("kueue.x-k8s.io/v1beta2", "workloads"),
     c.TRAINING_KIND: Resource(c.API_VERSION, c.TRAINING_PLURAL),
     c.SPECULATOR_KIND: Resource(c.API_VERSION, c.SPECULATOR_PLURAL),
+    c.BENCHMARK_KIND: Resource(c.API_VERSION, c.BENCHMARK_PLURAL),
 }
 
 

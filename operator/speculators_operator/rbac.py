@@ -16,7 +16,7 @@ from speculators_operator import constants as c
 RULES: list[tuple[list[str], list[str], list[str], str]] = [
     (
         [c.GROUP],
-        [c.TRAINING_PLURAL, c.SPECULATOR_PLURAL],
+        [c.TRAINING_PLURAL, c.SPECULATOR_PLURAL, c.BENCHMARK_PLURAL],
         ["get", "list", "watch", "patch"],
         "watch the custom resources; Kopf records its progress in speculators.ai/* annotations (patch)",
     ),
@@ -34,13 +34,17 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
     ),
     (
         [c.GROUP],
-        [f"{c.TRAINING_PLURAL}/status", f"{c.SPECULATOR_PLURAL}/status"],
+        [f"{c.TRAINING_PLURAL}/status", f"{c.SPECULATOR_PLURAL}/status", f"{c.BENCHMARK_PLURAL}/status"],
         ["get", "patch", "update"],
         "write status through the status subresource",
     ),
     (
         [c.GROUP],
-        [f"{c.TRAINING_PLURAL}/finalizers", f"{c.SPECULATOR_PLURAL}/finalizers"],
+        [
+            f"{c.TRAINING_PLURAL}/finalizers",
+            f"{c.SPECULATOR_PLURAL}/finalizers",
+            f"{c.BENCHMARK_PLURAL}/finalizers",
+        ],
         ["update"],
         "blockOwnerDeletion on children's ownerReferences (OpenShift OwnerReferencesPermissionEnforcement)",
     ),
@@ -66,9 +70,15 @@ RULES: list[tuple[list[str], list[str], list[str], str]] = [
         ["apps"],
         ["deployments"],
         ["delete"],
-        "the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary",
+        "the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary; a "
+        "benchmark's baseline when the run ends",
     ),
-    ([""], ["services"], ["delete"], "the Service of a Speculator switched to backend kserve or llmisvc"),
+    (
+        [""],
+        ["services"],
+        ["delete"],
+        "the Service of a Speculator switched to backend kserve or llmisvc; a benchmark's baseline Service",
+    ),
     (
         ["serving.kserve.io"],
         ["inferenceservices"],

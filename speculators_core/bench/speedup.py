@@ -82,6 +82,44 @@ class SpeedupSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def compact(self) -> dict[str, Any]:
+        """The summary as the benchmark Job reports it (its termination message, at most 4096 bytes): one
+        row per compared rate, values in COLUMNS order, rounded; the operator names them in status."""
+        rows = []
+        for r in self.rates:
+            s = r.speculator
+            values = (
+                r.request_rate, r.speedup,
+                r.baseline_itl_p50_ms, r.baseline_itl_p95_ms, r.baseline_ttft_p50_ms, r.baseline_ttft_p95_ms,
+                r.baseline_output_tokens_per_s,
+                s.itl_p50_ms, s.itl_p95_ms, s.ttft_p50_ms, s.ttft_p95_ms, s.output_tokens_per_s,
+            )  # fmt: skip
+            rows.append([r.strategy, *(_sig(v) for v in values)])
+        return {
+            "columns": list(COLUMNS),
+            "rates": rows,
+            "speedupAtLowestRate": _sig(self.speedup_at_lowest_rate),
+            "breakevenRate": _sig(self.breakeven_rate),
+            "breakeven": self.breakeven,
+        }
+
+
+# The row layout of SpeedupSummary.compact (the operator's status reads it by these names).
+COLUMNS = (
+    "strategy", "requestRate", "speedup",
+    "baseline.itlP50Ms", "baseline.itlP95Ms", "baseline.ttftP50Ms", "baseline.ttftP95Ms",
+    "baseline.outputTokensPerSecond",
+    "speculator.itlP50Ms", "speculator.itlP95Ms", "speculator.ttftP50Ms", "speculator.ttftP95Ms",
+    "speculator.outputTokensPerSecond",
+)  # fmt: skip
+
+
+def _sig(value: float | None, digits: int = 4) -> float | None:
+    """`digits` significant digits: enough for a status, short enough for a termination message."""
+    if value is None:
+        return None
+    return float(f"{value:.{digits}g}")
+
 
 def _successful(metrics: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     try:

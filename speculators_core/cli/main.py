@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "convert",
     "inspect",
     "capture_proxy",
+    "benchmark",
     "report",
 )
 

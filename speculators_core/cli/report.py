@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from speculators_core.cli.common import ExitCode, UserError
+from speculators_core.cli.common import ExitCode, UserError, write_summary
 
 NAME = "report"
 HELP = "render the baseline-vs-speculator speed-up report (HTML + PNG) from GuideLLM's JSON reports"
@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"browser binary for the PNG (default: the first of {', '.join(BROWSERS)} on PATH)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    parser.add_argument(
+        "--summary-path",
+        metavar="F",
+        help="also write the compact summary here (the benchmark Job's termination message)",
+    )
 
 
 def find_browser(explicit: str | None = None) -> str | None:
@@ -105,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
     if browser is not None:
         screenshot(browser, files["html"], out / "report.png")
         files["png"] = out / "report.png"
+    compact = {"step": "benchmark", **summary.compact(), "files": sorted(p.name for p in files.values())}
+    if acceptance is not None:
+        compact["acceptance"] = {
+            "meanAcceptanceLength": acceptance.mean_acceptance_length,
+            "perPosition": list(acceptance.per_position),
+        }
+    write_summary(args.summary_path, compact)
     if args.json:
         json.dump(summary.to_dict(), sys.stdout)
         sys.stdout.write("\n")

@@ -23,6 +23,7 @@ from kubecluster.procs import free_port
 CRD_FILES = (
     REPO / "crds" / "speculators.ai_speculatortrainings.yaml",
     REPO / "crds" / "speculators.ai_speculators.yaml",
+    REPO / "crds" / "speculators.ai_speculatorbenchmarks.yaml",
 )
 
 
@@ -159,6 +160,7 @@ def _api_version(kind: str) -> str:
     return {
         "SpeculatorTraining": API,
         "Speculator": API,
+        "SpeculatorBenchmark": API,
         "Job": "batch/v1",
         "Deployment": "apps/v1",
         "Pod": "v1",

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from speculators_operator import constants as c
+from speculators_operator.api.benchmark import SpeculatorBenchmark
 from speculators_operator.api.speculator import Speculator
 from speculators_operator.api.training import SpeculatorTraining
 
@@ -20,7 +21,9 @@ LATER = "2026-01-01T00:05:00Z"
 
 def with_defaults(body: dict[str, Any]) -> dict[str, Any]:
     """The object as the API server stores it: schema defaults filled in (the models carry the same ones)."""
-    model = SpeculatorTraining if body["kind"] == c.TRAINING_KIND else Speculator
+    model = {c.TRAINING_KIND: SpeculatorTraining, c.BENCHMARK_KIND: SpeculatorBenchmark}.get(
+        body["kind"], Speculator
+    )
     spec = model.model_validate(body).spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     out = copy.deepcopy(body)
     out["spec"] = spec
@@ -51,6 +54,14 @@ def speculator(name: str = "llama-spd", **spec: Any) -> dict[str, Any]:
     base.update(spec)
     return with_defaults(
         {"apiVersion": c.API_VERSION, "kind": c.SPECULATOR_KIND, "metadata": {"name": name}, "spec": base}
+    )
+
+
+def benchmark(name: str = "bench", speculator: str = "llama-spd", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"speculatorRef": {"name": speculator}}
+    base.update(spec)
+    return with_defaults(
+        {"apiVersion": c.API_VERSION, "kind": c.BENCHMARK_KIND, "metadata": {"name": name}, "spec": base}
     )
 
 
@@ -206,7 +217,7 @@ def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
 def scaled_fixture(factor: float, created: float | None = None) -> str:
     """The real vLLM exposition text with every spec-decode counter times `factor` (more traffic), and
     optionally new *_created stamps (the process restarted)."""
-    from speculators_operator.metrics.exposition import parse
+    from speculators_core.vllm_metrics.exposition import parse
 
     lines = []
     for raw in FIXTURE_METRICS.read_text().splitlines():

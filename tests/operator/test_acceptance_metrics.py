@@ -6,8 +6,8 @@ import pytest
 from spd_testlib import FIXTURE_METRICS
 from spd_testlib import scaled_fixture as scaled
 
-from speculators_operator.metrics.acceptance import Counters, counters_from_text, same_values, summarize
-from speculators_operator.metrics.exposition import parse
+from speculators_core.vllm_metrics.acceptance import Counters, counters_from_text, same_values, summarize
+from speculators_core.vllm_metrics.exposition import parse
 from speculators_operator.metrics.prometheus import counters_from_results, queries
 from speculators_operator.metrics.window import AcceptanceWindow
 

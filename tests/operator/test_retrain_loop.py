@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from spd_testlib import speculator
 
+from speculators_core.vllm_metrics.acceptance import Counters, summarize
 from speculators_operator.api.common import ModelSource
-from speculators_operator.metrics.acceptance import Counters, summarize
 from speculators_operator.metrics.store import AcceptanceState
 from speculators_operator.metrics.window import AcceptanceWindow
 from speculators_operator.render.retrain import retrain_name

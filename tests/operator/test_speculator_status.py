@@ -15,7 +15,7 @@ from spd_testlib import (
     terminated_pod,
 )
 
-from speculators_operator.metrics.acceptance import counters_from_text
+from speculators_core.vllm_metrics.acceptance import counters_from_text
 from speculators_operator.metrics.scraper import ScrapeResult, Target
 from speculators_operator.metrics.store import MetricsStore
 from speculators_operator.render.speculator import SpeculatorContext, resolve_job

@@ -10,8 +10,8 @@ import pytest
 from spd_testlib import speculator
 
 from speculators_core.eval.cost import best_k, per_position_from_conditional
+from speculators_core.vllm_metrics.acceptance import Counters, counters_from_text
 from speculators_operator.api.speculator import SpeculatorSpec
-from speculators_operator.metrics.acceptance import Counters, counters_from_text
 from speculators_operator.metrics.scraper import speculative_plan
 from speculators_operator.metrics.store import bucket_of, k_of, measure_key
 from speculators_operator.metrics.window import AcceptanceWindow

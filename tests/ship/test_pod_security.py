@@ -1,6 +1,7 @@
 """Every pod template the operator can render passes Pod Security "restricted" and OpenShift restricted-v2:
 all Job kinds of a training (single- and multi-node, offline and online, every source kind, publishing to
-both targets), the resolve Job, the vLLM Deployment, and the KServe predictor pod, over a matrix of specs.
+both targets), the resolve Job, the vLLM Deployment, the KServe predictor pod, a benchmark's Job and
+baseline, over a matrix of specs.
 
 First check: the rules as code (pod_rules.violations). Second, independent check: the real PodSecurity
 admission of the test API server, in a namespace that enforces "restricted" (server-side dry-run of a Pod
@@ -19,6 +20,7 @@ from pod_rules import kserve_predictor_pod, violations
 from shiplib import speculator_body, training_body
 
 from speculators_operator.api.common import ModelSource
+from speculators_operator.render import benchmark as bench
 from speculators_operator.render import kserve, llmisvc
 from speculators_operator.render import speculator as spd
 from speculators_operator.render.common import Images
@@ -180,7 +182,35 @@ def _trainjob_pods() -> list[tuple[str, dict[str, Any], bool]]:
     return [("trainjob/train", job_of(trainjob, runtime)["spec"]["template"]["spec"], False)]
 
 
-PODS = _training_pods() + _speculator_pods() + _loop_pods() + _trainjob_pods()
+def _benchmark_pods() -> list[tuple[str, dict[str, Any], bool]]:
+    """A SpeculatorBenchmark's Job (GuideLLM, report) and its baseline, of a capturing Speculator."""
+    served = speculator_body(
+        method="eagle3", numSpeculativeTokens=3, traffic={"capture": {"enabled": True}}, cache={"size": "9Gi"}
+    )
+    served["metadata"].update(namespace="ns", uid="u1")
+    body = {
+        "apiVersion": "speculators.ai/v1alpha1",
+        "kind": "SpeculatorBenchmark",
+        "metadata": {"name": "b", "namespace": "ns", "uid": "u2"},
+        "spec": {"speculatorRef": {"name": "llama"}, "dataset": {"uri": "pvc://prompts/chat.jsonl"}},
+    }
+    ctx = bench.BenchmarkContext.of(body, IMAGES)
+    draft = spd.ResolvedDraft(ModelSource(uri="pvc://drafts/llama-eagle3"), "eagle3", 3)
+    served_spec = spd.SpeculatorContext.of(served).spec
+    job = bench.benchmark_job(
+        ctx, served_spec, speculator_url="http://a:8000", baseline_url="http://b:8000", model="m"
+    )
+    return [
+        ("benchmark/job", job["spec"]["template"]["spec"], False),
+        (
+            "benchmark/baseline",
+            bench.baseline_deployment(ctx, served, draft)["spec"]["template"]["spec"],
+            False,
+        ),
+    ]
+
+
+PODS = _training_pods() + _speculator_pods() + _loop_pods() + _trainjob_pods() + _benchmark_pods()
 
 
 def test_the_matrix_covers_every_kind_of_pod() -> None:
@@ -196,6 +226,8 @@ def test_the_matrix_covers_every_kind_of_pod() -> None:
         "kserve-predictor",
         "llmisvc-main",
         "canary",
+        "job",
+        "baseline",
     } <= names
     assert "trainjob/train" in {n for n, _, _ in PODS}
     assert any(p.get("subdomain") for _, p, _ in PODS)  # a multi-node training pod

@@ -13,7 +13,7 @@
 {{- define "speculators-operator.rules.namespaced" -}}
 # watch the custom resources; Kopf records its progress in speculators.ai/* annotations (patch)
 - apiGroups: [speculators.ai]
-  resources: [speculatortrainings, speculators]
+  resources: [speculatortrainings, speculators, speculatorbenchmarks]
   verbs: [get, list, watch, patch]
 # create the Speculator of SpeculatorTraining.spec.deploy (server-side apply)
 - apiGroups: [speculators.ai]
@@ -25,11 +25,11 @@
   verbs: [create]
 # write status through the status subresource
 - apiGroups: [speculators.ai]
-  resources: [speculatortrainings/status, speculators/status]
+  resources: [speculatortrainings/status, speculators/status, speculatorbenchmarks/status]
   verbs: [get, patch, update]
 # blockOwnerDeletion on children's ownerReferences (OpenShift OwnerReferencesPermissionEnforcement)
 - apiGroups: [speculators.ai]
-  resources: [speculatortrainings/finalizers, speculators/finalizers]
+  resources: [speculatortrainings/finalizers, speculators/finalizers, speculatorbenchmarks/finalizers]
   verbs: [update]
 # one Job per step; a Job whose inputs changed is deleted and created again
 - apiGroups: [batch]
@@ -43,11 +43,11 @@
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch]
-# the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary
+# the vLLM Deployment of a Speculator switched to backend kserve or llmisvc; a decided canary; a benchmark's baseline when the run ends
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [delete]
-# the Service of a Speculator switched to backend kserve or llmisvc
+# the Service of a Speculator switched to backend kserve or llmisvc; a benchmark's baseline Service
 - apiGroups: [""]
   resources: [services]
   verbs: [delete]

@@ -1,10 +1,11 @@
-"""CustomResourceDefinitions of the two kinds (and Kopf's peering CRDs), built from the models."""
+"""CustomResourceDefinitions of our kinds (and Kopf's peering CRDs), built from the models."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from speculators_operator import constants as c
+from speculators_operator.api.benchmark import SpeculatorBenchmark
 from speculators_operator.api.schema import resource_schema
 from speculators_operator.api.speculator import Speculator
 from speculators_operator.api.training import SpeculatorTraining
@@ -54,6 +55,23 @@ SPECULATOR_COLUMNS = [
     ),
     _column("Verifier", "string", ".spec.verifier.uri", "Verifier model.", priority=1),
     _column("Draft", "string", ".status.draft.uri", "Draft model.", priority=1),
+]
+
+BENCHMARK_COLUMNS = [
+    _column("Speculator", "string", ".spec.speculatorRef.name", "The Speculator measured."),
+    _column("Phase", "string", ".status.phase", "Phase."),
+    _column(
+        "Speed-up", "number", ".status.speedupAtLowestRate", "Speed-up (ITL p50 ratio) at the lowest rate."
+    ),
+    _column(
+        "Breakeven", "number", ".status.breakevenRate", "Requests/s above which speculation stops paying."
+    ),
+    _column("Age", "date", ".metadata.creationTimestamp", "Age."),
+    _column("Reason", "string", f"{READY}.reason", "Reason of the Ready condition.", priority=1),
+    _column("Profile", "string", ".spec.rate.type", "GuideLLM rate profile.", priority=1),
+    _column(
+        "Results", "string", ".status.results.uri", "GuideLLM's reports and the HTML report.", priority=1
+    ),
 ]
 
 
@@ -127,6 +145,17 @@ def speculator_crd() -> dict[str, Any]:
     )
 
 
+def benchmark_crd() -> dict[str, Any]:
+    return _crd(
+        c.BENCHMARK_KIND,
+        c.BENCHMARK_PLURAL,
+        ["spdb"],
+        resource_schema(SpeculatorBenchmark),
+        BENCHMARK_COLUMNS,
+        {"status": {}},
+    )
+
+
 def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
     """Kopf's peering resource (used only with --peering NAME), as Kopf's docs define it."""
     return {
@@ -161,6 +190,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
     return {
         f"{c.GROUP}_{c.TRAINING_PLURAL}.yaml": training_crd(),
         f"{c.GROUP}_{c.SPECULATOR_PLURAL}.yaml": speculator_crd(),
+        f"{c.GROUP}_{c.BENCHMARK_PLURAL}.yaml": benchmark_crd(),
         "kopf.dev_kopfpeerings.yaml": _peering_crd("KopfPeering", "kopfpeerings", "Namespaced"),
         "kopf.dev_clusterkopfpeerings.yaml": _peering_crd(
             "ClusterKopfPeering", "clusterkopfpeerings", "Cluster"

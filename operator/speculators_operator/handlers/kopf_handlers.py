@@ -84,7 +84,9 @@ async def _cleanup(memo: Any, **_: Any) -> None:
 @kopf.on.probe(id="tracked")
 def _probe(memo: Any, **_: Any) -> dict[str, int]:
     ctx: OperatorContext = memo.ctx
-    return {kind: len(ctx.registry.items(kind)) for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND)}
+    return {
+        kind: len(ctx.registry.items(kind)) for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND, c.BENCHMARK_KIND)
+    }
 
 
 async def _reconcile_now(memo: Any, kind: str, namespace: str, name: str) -> None:
@@ -111,6 +113,25 @@ async def training_changed(name: str, namespace: str, memo: Any, **_: Any) -> No
 @kopf.on.update(c.GROUP, c.VERSION, c.SPECULATOR_PLURAL, id="reconcile")
 async def speculator_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
     await _reconcile_now(memo, c.SPECULATOR_KIND, namespace, name)
+
+
+@kopf.on.resume(c.GROUP, c.VERSION, c.BENCHMARK_PLURAL, id="reconcile")
+@kopf.on.create(c.GROUP, c.VERSION, c.BENCHMARK_PLURAL, id="reconcile")
+@kopf.on.update(c.GROUP, c.VERSION, c.BENCHMARK_PLURAL, id="reconcile")
+async def benchmark_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    await _reconcile_now(memo, c.BENCHMARK_KIND, namespace, name)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.BENCHMARK_PLURAL)
+async def benchmark_event(
+    event: dict[str, Any], body: Any, name: str, namespace: str, memo: Any, **_: Any
+) -> None:
+    ctx: OperatorContext = memo.ctx
+    if event.get("type") == "DELETED":
+        ctx.registry.remove(c.BENCHMARK_KIND, namespace, name)
+        ctx.runner.forget((c.BENCHMARK_KIND, namespace, name))
+    else:
+        ctx.registry.upsert(c.BENCHMARK_KIND, dict(body))
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.TRAINING_PLURAL)
@@ -151,6 +172,9 @@ async def speculator_event(
         owners.add(owner)
     for training in owners:
         ctx.runner.trigger((c.TRAINING_KIND, namespace, training))
+    # Benchmarks wait for their Speculator to be Ready (and read its live acceptance at the end).
+    for benchmark in ctx.registry.benchmarks_of_speculator(namespace, name):
+        ctx.runner.trigger((c.BENCHMARK_KIND, namespace, benchmark))
 
 
 def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:
@@ -160,6 +184,8 @@ def _wake_owner(memo: Any, namespace: str, labels: Any) -> None:
         ctx.runner.trigger((c.TRAINING_KIND, namespace, labels[c.LABEL_TRAINING]))
     if labels.get(c.LABEL_SPECULATOR):
         ctx.runner.trigger((c.SPECULATOR_KIND, namespace, labels[c.LABEL_SPECULATOR]))
+    if labels.get(c.LABEL_BENCHMARK):
+        ctx.runner.trigger((c.BENCHMARK_KIND, namespace, labels[c.LABEL_BENCHMARK]))
 
 
 def _child_changed(memo: Any, event: dict[str, Any], body: Any, namespace: str, labels: Any) -> None:

@@ -179,7 +179,7 @@ async def resync_loop(
         except Exception:
             log.exception("peering check failed")
             continue
-        for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND):
+        for kind in (c.TRAINING_KIND, c.SPECULATOR_KIND, c.BENCHMARK_KIND):
             for (ns, name), _ in registry.items(kind):
                 runner.trigger((kind, ns, name))
 

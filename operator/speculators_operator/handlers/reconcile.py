@@ -22,6 +22,7 @@ from speculators_operator.metrics.store import MetricsStore, canary_key
 from speculators_operator.render import training as render_training
 from speculators_operator.render import trainjob as render_trainjob
 from speculators_operator.render.common import Images
+from speculators_operator.status.benchmark import BenchmarkObserved, derive_benchmark
 from speculators_operator.status.conditions import Cond, merge, now_iso
 from speculators_operator.status.patch import merge_patch
 from speculators_operator.status.plan import Plan
@@ -122,6 +123,8 @@ class Reconciler:
                 self.reconcile_training(namespace, name)
             elif kind == c.SPECULATOR_KIND:
                 self.reconcile_speculator(namespace, name)
+            elif kind == c.BENCHMARK_KIND:
+                self.reconcile_benchmark(namespace, name)
             else:
                 raise ValueError(f"unknown kind {kind!r}")
             self._last_error.pop((kind, namespace, name), None)
@@ -307,6 +310,40 @@ class Reconciler:
         fresh = live.summary if live is not None and live.summary and live.summary.get("pods") else None
         opmetrics.set_acceptance(namespace, name, fresh or plan.status.get("acceptance"))
         opmetrics.set_loop(namespace, name, plan.status)
+
+    # -- SpeculatorBenchmark -----------------------------------------------------------------------
+
+    def observe_benchmark(self, body: dict[str, Any]) -> BenchmarkObserved:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        spec = body.get("spec") or {}
+        observed = BenchmarkObserved()
+        ref = (spec.get("speculatorRef") or {}).get("name")
+        if ref:
+            observed.speculator = self.kube.get(c.SPECULATOR_KIND, ns, ref)
+        for attr, kind, child in (
+            ("deployment", "Deployment", f"{name}-baseline"),
+            ("service", "Service", f"{name}-baseline"),
+            ("job", "Job", f"{name}-benchmark"),
+        ):
+            obj = self.reads.get(kind, ns, child)
+            setattr(observed, attr, obj if _owned_by(obj, body) else None)
+        if observed.job is not None:
+            observed.pods = self.reads.list(
+                "Pod", ns, {c.JOB_NAME_LABEL: f"{name}-benchmark", c.LABEL_MANAGED_BY: c.OPERATOR_NAME}
+            )
+        if not (spec.get("results") or {}).get("claimName"):
+            observed.results_pvc = self.kube.get("PersistentVolumeClaim", ns, f"{name}-results")
+        return observed
+
+    def reconcile_benchmark(self, namespace: str, name: str) -> None:
+        body = self.kube.get(c.BENCHMARK_KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            opmetrics.set_phase(c.BENCHMARK_KIND, namespace, name, None)
+            return
+        observed = self.observe_benchmark(body)
+        plan = self._derive(body, lambda: derive_benchmark(body, observed, self.images))
+        self.execute(body, plan, observed_children((observed.deployment, observed.service)))
+        opmetrics.set_phase(c.BENCHMARK_KIND, namespace, name, plan.status.get("phase"))
 
     # -- shared ------------------------------------------------------------------------------------
 

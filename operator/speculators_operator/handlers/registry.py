@@ -45,6 +45,15 @@ class Registry:
                 out.append(name)
         return out
 
+    def benchmarks_of_speculator(self, namespace: str, speculator: str) -> list[str]:
+        """Benchmarks measuring this Speculator (they wait for it to be Ready)."""
+        return [
+            name
+            for (ns, name), body in self.items("SpeculatorBenchmark")
+            if ns == namespace
+            and ((body.get("spec") or {}).get("speculatorRef") or {}).get("name") == speculator
+        ]
+
     def trainings_deploying_to(self, namespace: str, speculator: str) -> list[str]:
         """Trainings whose spec.deploy targets this Speculator (several, when retrains take turns)."""
         out = []

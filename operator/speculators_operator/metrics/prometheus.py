@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from speculators_operator.metrics.acceptance import ACCEPTED, DRAFT_TOKENS, DRAFTS, PER_POS, Counters
+from speculators_core.vllm_metrics.acceptance import ACCEPTED, DRAFT_TOKENS, DRAFTS, PER_POS, Counters
 
 
 def selector(namespace: str, deployment: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from speculators_operator.metrics.acceptance import Counters, counters_from_text
+from speculators_core.vllm_metrics.acceptance import Counters, counters_from_text
 from speculators_operator.status.conditions import parse_time
 
 MAX_BODY = 8 * 1024 * 1024  # a /metrics page is tens of KiB; refuse anything absurd

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from speculators_operator.metrics.acceptance import Counters, summarize
+from speculators_core.vllm_metrics.acceptance import Counters, summarize
 from speculators_operator.metrics.scraper import ScrapeResult
 from speculators_operator.metrics.window import AcceptanceWindow
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from speculators_operator.metrics.acceptance import Counters
+from speculators_core.vllm_metrics.acceptance import Counters
 
 K = TypeVar("K", bound=Hashable)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from speculators_core.vllm_metrics.acceptance import same_values
 from speculators_operator import constants as c
 from speculators_operator.api.common import ModelSource
-from speculators_operator.metrics.acceptance import same_values
 from speculators_operator.metrics.store import AcceptanceState
 from speculators_operator.render import kserve as render_kserve
 from speculators_operator.render import llmisvc as render_llmisvc

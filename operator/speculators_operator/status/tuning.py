@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_core.eval.cost import expected_speedup
+from speculators_core.vllm_metrics.acceptance import Counters
 from speculators_operator.api.speculator import SpeculatorSpec
-from speculators_operator.metrics.acceptance import Counters
 from speculators_operator.status.conditions import Cond, parse_time
 from speculators_operator.status.plan import Event
 from speculators_operator.tuning import choose as chooser
