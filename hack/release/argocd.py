@@ -14,6 +14,7 @@ END = "<!-- argocd-cm:end -->"
 KINDS = (
     ("speculators.ai", "Speculator"),
     ("speculators.ai", "SpeculatorTraining"),
+    ("speculators.ai", "SpeculatorBenchmark"),
     ("trainer.kubeflow.org", "TrainJob"),
 )
 

@@ -490,3 +490,59 @@ def test_an_llmisvc_speculator_with_its_router_and_presets_is_accepted(kube_api,
     body["spec"].update(backend="llmisvc", llmisvc={"router": {"route": {}}, "baseRefs": ["preset"]})
     created = kube_api.create(body, namespace)
     assert created["spec"]["llmisvc"]["router"] == {"route": {}}  # kept as written (preserve unknown fields)
+
+
+def _benchmark_body(name: str = "bench") -> dict[str, Any]:
+    return {
+        "apiVersion": "speculators.ai/v1alpha1",
+        "kind": "SpeculatorBenchmark",
+        "metadata": {"name": name},
+        "spec": {"speculatorRef": {"name": "llama"}},
+    }
+
+
+BENCHMARK_CASES = [
+    ("constant-no-rates", "spec.rate", {"type": "constant"}, "rate.rates (requests/s) is required"),
+    ("sweep-with-rates", "spec.rate", {"type": "sweep", "rates": [1]}, "rate.rates applies to rate.type"),
+    ("zero-rate", "spec.rate", {"type": "poisson", "rates": [0]}, "rate.rates must all be above 0"),
+    ("small-sweep", "spec.rate", {"sweepSize": 2}, "should be greater than or equal to 3"),
+    ("no-baseline", "spec.baseline", {"create": False}, "baseline needs exactly one of create: true"),
+    (
+        "two-baselines",
+        "spec.baseline",
+        {"url": "http://b:8000"},
+        "baseline needs exactly one of create: true",
+    ),
+    (
+        "baseline-url",
+        "spec.baseline",
+        {"create": False, "url": "b:8000"},
+        "must be an http:// or https:// URL",
+    ),
+    ("s3-dataset", "spec.dataset", {"uri": "s3://bucket/prompts"}, "dataset.uri must be hf://org/dataset"),
+    (
+        "two-datasets",
+        "spec.dataset",
+        {"uri": "hf://a/b", "synthetic": {"promptTokens": 8}},
+        "dataset takes one of uri or synthetic",
+    ),
+    ("bad-speculator", "spec.speculatorRef", {"name": "Not_A_Name"}, "must be a Speculator name"),
+    ("long-name", "metadata.name", "b" * 53, "at most 52 characters"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "value", "message"), BENCHMARK_CASES, ids=[c[0] for c in BENCHMARK_CASES]
+)
+def test_invalid_benchmark(kube_api, namespace, operator_crds, case, path, value, message):
+    _reject(kube_api, namespace, _set(_benchmark_body(), path, value), message)
+
+
+def test_a_benchmark_is_immutable_once_created(kube_api, namespace, operator_crds):
+    kube_api.create(_benchmark_body("once"), namespace)  # the base of the cases above is valid
+    with pytest.raises(ApiException) as info:
+        kube_api.patch(
+            "speculators.ai/v1alpha1", "SpeculatorBenchmark", "once", {"spec": {"maxSeconds": 5}}, namespace
+        )
+    assert info.value.status == 422
+    assert "spec is immutable: a benchmark is one run" in json.loads(info.value.body)["message"]

@@ -15,10 +15,11 @@ from argocd_lua import lua_version, run_health, run_health_file
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "argocd" / "resource_customizations"
 CUSTOMIZATIONS = ROOT / "speculators.ai"
-KINDS = ("Speculator", "SpeculatorTraining")
+KINDS = ("Speculator", "SpeculatorTraining", "SpeculatorBenchmark")
 GROUPS = {
     "Speculator": "speculators.ai",
     "SpeculatorTraining": "speculators.ai",
+    "SpeculatorBenchmark": "speculators.ai",
     "TrainJob": "trainer.kubeflow.org",
 }
 ALL_KINDS = tuple(GROUPS)
@@ -198,6 +199,7 @@ def test_testdata_are_valid_objects_of_the_crds(
     plural = {
         "Speculator": "speculators",
         "SpeculatorTraining": "speculatortrainings",
+        "SpeculatorBenchmark": "speculatorbenchmarks",
         "TrainJob": "trainjobs",
     }[kind]
     for i, path in enumerate(sorted((_dir(kind) / "testdata").glob("*.yaml"))):
@@ -222,3 +224,37 @@ def test_testdata_are_valid_objects_of_the_crds(
         )
         assert created["metadata"]["name"] == name
         assert stored["status"] == json.loads(json.dumps(obj["status"])), path.name
+
+
+def test_health_of_the_benchmark_status_the_operator_derives() -> None:
+    from speculators_core.bench.speedup import COLUMNS
+    from speculators_operator.render.common import Images
+    from speculators_operator.status.benchmark import BenchmarkObserved, derive_benchmark
+
+    body = {
+        "apiVersion": "speculators.ai/v1alpha1",
+        "kind": "SpeculatorBenchmark",
+        "metadata": {"name": "b", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"speculatorRef": {"name": "llama"}},
+    }
+    waiting = derive_benchmark(body, BenchmarkObserved(), Images()).status
+    assert _health("SpeculatorBenchmark", _with_status(body, waiting)) == "Progressing"
+    job = {
+        "metadata": {"name": "b-benchmark"},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    message = json.dumps({"columns": list(COLUMNS), "rates": [], "breakeven": "no-overlap"})
+    pod = {
+        "metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "b-benchmark"}},
+        "status": {
+            "containerStatuses": [
+                {"name": "report", "state": {"terminated": {"exitCode": 0, "message": message}}}
+            ]
+        },
+    }
+    done = derive_benchmark(body, BenchmarkObserved(job=job, pods=[pod]), Images()).status
+    assert done["phase"] == "Succeeded"
+    assert _health("SpeculatorBenchmark", _with_status(body, done)) == "Healthy"
+    job["status"]["conditions"] = [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]
+    failed = derive_benchmark(body, BenchmarkObserved(job=job), Images()).status
+    assert _health("SpeculatorBenchmark", _with_status(body, failed)) == "Degraded"

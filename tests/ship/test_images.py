@@ -170,7 +170,9 @@ def test_licenses_directory_is_populated(image: Image) -> None:
 @pytest.mark.parametrize("image", PARAMS)
 def test_installs_only_its_extra_pinned_by_the_constraints(image: Image) -> None:
     final = image.dockerfile.final
-    installs = [i.args for i in final.all("RUN") if "pip install" in i.args]
+    installs = [
+        i.args for i in final.all("RUN") if "pip install" in i.args and "-r /tmp/bench.txt" not in i.args
+    ]
     assert len(installs) == 1
     tokens = shlex.split(final.expand(installs[0]))
     constraints = tokens[tokens.index("-c") + 1]
@@ -263,3 +265,27 @@ def test_operator_starts_without_torch_installed() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_runtime_image_has_guidellm_in_its_own_venv() -> None:
+    """`speculators benchmark` (the SpeculatorBenchmark Job) runs GuideLLM from /opt/guidellm: installed from
+    requirements/bench.txt, every line pinned, over the ml packages through a .pth (as .venv-bench)."""
+    image = next(i for i in IMAGES if i.key == "runtime")
+    final = image.dockerfile.final
+    runs = [final.expand(i.args) for i in final.all("RUN") if "-r /tmp/bench.txt" in i.args]
+    assert len(runs) == 1
+    assert "python3.11 -m venv /opt/guidellm" in runs[0]
+    assert "site.addsitedir('/opt/speculators/lib/python3.11/site-packages')" in runs[0]
+    assert any(
+        c.dest == "/tmp/bench.txt" and c.sources == ["requirements/bench.txt"]
+        for c in image.dockerfile.copies()
+    )
+    assert _included("requirements/bench.txt", _dockerignore(image))
+    lines = [
+        ln
+        for ln in (REPO / "requirements" / "bench.txt").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
+    assert all("==" in ln for ln in lines) and "guidellm==0.8.1" in lines
+    env = " ".join(i.args for i in final.all("ENV"))
+    assert "SPECULATORS_GUIDELLM=/opt/guidellm/bin/guidellm" in env
