@@ -16,11 +16,13 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 PROFILES = ("sweep", "synchronous", "throughput", "constant", "poisson")
 RATED = ("constant", "poisson")  # the profiles that take rates
+BUILTIN = ("chat", "code")  # prompt sets shipped in speculators_core/bench/prompts
 FILE_KINDS = {
     ".jsonl": "json_file",
     ".json": "json_file",
@@ -111,6 +113,22 @@ class Run:
             spec["tokenizer"] = {"kind": "huggingface_auto", "model": self.tokenizer}
         spec.update(self.extra)
         return {"spec": spec}
+
+
+def builtin_prompts(name: str, output_tokens: int, out: Path) -> Path:
+    """A shipped prompt set as GuideLLM reads it (a `prompt` column, each answer `output_tokens` long),
+    written next to the report."""
+    if name not in BUILTIN:
+        raise ScenarioError(f"--data-builtin {name!r}: use one of {', '.join(BUILTIN)}")
+    rows = [
+        json.loads(line)
+        for line in (files("speculators_core.bench") / "prompts" / f"{name}.jsonl").read_text().splitlines()
+        if line
+    ]
+    path = out.with_name(f"{out.stem}.prompts.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({**row, "output_tokens_count": output_tokens}) + "\n" for row in rows))
+    return path
 
 
 def is_report(path: Path) -> bool:

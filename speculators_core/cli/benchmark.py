@@ -22,7 +22,7 @@ HELP = "measure one server with GuideLLM (resumable; the benchmark Job runs it p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from speculators_core.bench.guidellm import PROFILES
+    from speculators_core.bench.guidellm import BUILTIN, PROFILES
 
     parser.add_argument("--target", required=True, help="server base URL, e.g. http://my-speculator:8000")
     parser.add_argument("--model", required=True, help="served model name (the server's /v1/models id)")
@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--output-tokens", type=int, default=128, help="synthetic output length")
     data.add_argument("--data-hub-id", help="a Hugging Face Hub dataset id instead of synthetic text")
     data.add_argument("--data-path", help="a local dataset file (.jsonl/.csv/.parquet/...) or directory")
+    data.add_argument(
+        "--data-builtin",
+        choices=BUILTIN,
+        help="a prompt set shipped with speculators (each answer --output-tokens long)",
+    )
     parser.add_argument("--profile", choices=PROFILES, default="sweep", help="GuideLLM's rate profile")
     parser.add_argument("--rate", type=float, nargs="+", default=[], help="requests/s (constant, poisson)")
     parser.add_argument("--sweep-size", type=int, default=10, help="benchmarks of a sweep (>= 3)")
@@ -71,12 +76,15 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.metrics_url) != bool(args.acceptance_out):
         raise UserError("--metrics-url and --acceptance-out go together")
-    if args.data_hub_id and args.data_path:
-        raise UserError("pass one of --data-hub-id and --data-path")
+    if sum(map(bool, (args.data_hub_id, args.data_path, args.data_builtin))) > 1:
+        raise UserError("pass one of --data-hub-id, --data-path and --data-builtin")
+    data_path = args.data_path
+    if args.data_builtin:
+        data_path = str(guidellm.builtin_prompts(args.data_builtin, args.output_tokens, args.out))
     spec = guidellm.Run(
         target=args.target.rstrip("/"),
         model=args.model,
-        data=guidellm.Data(args.prompt_tokens, args.output_tokens, args.data_hub_id, args.data_path),
+        data=guidellm.Data(args.prompt_tokens, args.output_tokens, args.data_hub_id, data_path),
         profile=args.profile,
         rates=tuple(args.rate),
         sweep_size=args.sweep_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--browser",
-        help=f"browser binary for the PNG (default: the first of {', '.join(BROWSERS)} on PATH)",
+        default=os.environ.get("SPECULATORS_BROWSER"),
+        help="browser binary for the PNG (env SPECULATORS_BROWSER; default: the first of "
+        f"{', '.join(BROWSERS)} on PATH)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     parser.add_argument(

@@ -194,3 +194,28 @@ def test_the_jobs_commands_measure_both_servers_and_status_shows_the_speedup(
     expected_pos = [0.8, 0.8 * 0.7, 0.8 * 0.7 * 0.6]
     assert acceptance["perPosition"] == pytest.approx(expected_pos, abs=0.05)
     assert acceptance["meanAcceptanceLength"] == pytest.approx(MODEL.mean_acceptance_length, abs=0.1)
+
+
+def test_a_builtin_prompt_set_runs_through_guidellm(
+    bench_python: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """`dataset.builtin`: the shipped prompts reach the server as they are, each answer as long as asked."""
+    server = StandInServer(MODEL)
+    out = tmp_path / "speculator.json"
+    try:
+        cmd = [
+            str(bench_python), "-m", "speculators_core.cli", "benchmark",
+            "--target", server.url, "--model", "standin", "--out", str(out),
+            "--data-builtin", "code", "--output-tokens", "24",
+            "--profile", "synchronous", "--max-requests", "6", "--tokenizer", str(tokenizer_dir),
+            "--guidellm", f"{bench_python} -m guidellm",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    finally:
+        server.close()
+    bench = json.loads(out.read_text())["benchmarks"][0]
+    assert bench["metrics"]["request_totals"]["successful"] == 6
+    assert bench["metrics"]["output_token_count"]["successful"]["mean"] == 24
+    prompts = (tmp_path / "speculator.prompts.jsonl").read_text().splitlines()
+    assert len(prompts) == 32 and json.loads(prompts[0])["output_tokens_count"] == 24

@@ -146,3 +146,12 @@ def test_compact_summary_of_thirty_rates_fits_a_termination_message(tmp_path: Pa
     text = path.read_text()
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     assert len(json.loads(text)["rates"]) == 30  # nothing had to be cut
+
+
+def test_builtin_prompts_become_a_guidellm_file_with_the_asked_length(tmp_path: Path) -> None:
+    path = guidellm.builtin_prompts("code", 64, tmp_path / "speculator.json")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 32 and all(r["output_tokens_count"] == 64 and r["prompt"] for r in rows)
+    assert guidellm.Data(path=str(path)).spec() == {"kind": "json_file", "path": str(path)}
+    with pytest.raises(guidellm.ScenarioError, match="use one of chat, code"):
+        guidellm.builtin_prompts("poems", 64, tmp_path / "x.json")

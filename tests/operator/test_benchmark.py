@@ -298,3 +298,14 @@ def test_an_existing_baseline_url_needs_no_deployment() -> None:
     args = _container(job, "bench-baseline")["args"]
     assert args[args.index("--target") + 1] == "http://llama-base.shared:8000"
     assert conds(plan.status)["BaselineReady"] == ("True", "External")
+
+
+def test_a_builtin_prompt_set() -> None:
+    _, job, _ = run_to_job(benchmark(dataset={"builtin": "code", "outputTokens": 64}), ready_speculator())
+    args = build_parser().parse_args(["benchmark", *_container(job, "bench-speculator")["args"]])
+    assert (args.data_builtin, args.output_tokens, args.data_path, args.data_hub_id) == (
+        "code",
+        64,
+        None,
+        None,
+    )

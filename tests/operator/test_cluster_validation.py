@@ -524,8 +524,11 @@ BENCHMARK_CASES = [
         "two-datasets",
         "spec.dataset",
         {"uri": "hf://a/b", "synthetic": {"promptTokens": 8}},
-        "dataset takes one of uri or synthetic",
+        "dataset takes one of uri, builtin or synthetic",
     ),
+    ("builtin-and-uri", "spec.dataset", {"uri": "hf://a/b", "builtin": "code"}, "dataset takes one of uri"),
+    ("unknown-builtin", "spec.dataset", {"builtin": "poems"}, "Unsupported value"),
+    ("output-tokens", "spec.dataset", {"uri": "hf://a/b", "outputTokens": 64}, "applies to builtin prompts"),
     ("bad-speculator", "spec.speculatorRef", {"name": "Not_A_Name"}, "must be a Speculator name"),
     ("long-name", "metadata.name", "b" * 53, "at most 52 characters"),
 ]

@@ -45,10 +45,16 @@ class SyntheticData(K8sModel):
 
 
 class BenchmarkDataset(K8sModel):
-    """What GuideLLM sends: synthetic text (the default), or a prompt dataset by URI."""
+    """What GuideLLM sends: synthetic text (the default), a built-in prompt set, or a dataset by URI."""
 
     __cel__ = (
-        rule("!(has(self.uri) && has(self.synthetic))", "dataset takes one of uri or synthetic, not both"),
+        rule(
+            "(has(self.uri) ? 1 : 0) + (has(self.synthetic) ? 1 : 0) + (has(self.builtin) ? 1 : 0) <= 1",
+            "dataset takes one of uri, builtin or synthetic",
+        ),
+        rule(
+            "!has(self.outputTokens) || has(self.builtin)", "dataset.outputTokens applies to builtin prompts"
+        ),
         rule(
             "!has(self.uri) || self.uri.startsWith('hf://') || self.uri.startsWith('pvc://')",
             "dataset.uri must be hf://org/dataset (Hub id) or pvc://claim/path (file or directory)",
@@ -58,6 +64,16 @@ class BenchmarkDataset(K8sModel):
 
     synthetic: SyntheticData | None = Field(
         default=None, description="Synthetic prompts (used when uri is not set; 256 in, 128 out)."
+    )
+    builtin: Literal["chat", "code"] | None = Field(
+        default=None,
+        description=(
+            "A prompt set shipped with the runtime image (32 prompts each): chat (everyday assistant "
+            "requests) or code (programming tasks, where drafts are accepted most)."
+        ),
+    )
+    output_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Output tokens per request of builtin prompts (256)."
     )
     uri: str | None = Field(
         default=None,

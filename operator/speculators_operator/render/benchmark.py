@@ -218,6 +218,8 @@ def benchmark_job(
             data["--data-path"] = f"{root}/{source.path}" if source.path else root
         else:
             data["--data-hub-id"] = source.repo_id or dataset.uri.removeprefix("hf://")
+    elif dataset.builtin is not None:
+        data = {"--data-builtin": dataset.builtin, "--output-tokens": str(dataset.output_tokens or 256)}
     else:
         synthetic = dataset.synthetic or SyntheticData()
         data = {
