@@ -38,6 +38,14 @@ def _human(info: dict[str, object]) -> str:
         )
     if info.get("aux_layer_ids") is not None or "target_hidden_size" in info:
         lines.append(f"aux layers:         {info.get('aux_layer_ids') or 'vLLM default'}")
+    if "block_size" in info:
+        anchor = (
+            "sampled from the anchor too" if info["sample_from_anchor"] else "the anchor is the bonus token"
+        )
+        lines.append(
+            f"block:              {info['block_size']} tokens per pass ({anchor}: at most "
+            f"{info['max_speculative_tokens']} drafted), mask token {info['mask_token_id']}"
+        )
     lines.append("")
     if info.get("vllm_serve_command"):
         lines.append(f"serve with vLLM ({info['vllm_serve_note']}):")

@@ -42,8 +42,10 @@ def per_token_flops_draft(model: Any) -> float:
     return 2.0 * params
 
 
-def expected_speedup(mean_accept_len: float, k: int, cost_ratio: float) -> float:
-    return mean_accept_len / (1.0 + k * cost_ratio)
+def expected_speedup(mean_accept_len: float, k: int, cost_ratio: float, *, parallel: bool = False) -> float:
+    """Tokens per verifier step over its cost: k sequential draft passes (EAGLE), or one pass for the
+    whole block (DFlash: `parallel`; a decode pass of a few tokens costs what one token does)."""
+    return mean_accept_len / (1.0 + (1 if parallel else k) * cost_ratio)
 
 
 def _clip01(value: float) -> float:
@@ -78,10 +80,11 @@ def per_position_from_conditional(cond: Sequence[float]) -> list[float]:
     return out
 
 
-def speedup_by_k(per_pos: Sequence[float], cost_ratio: float) -> list[float]:
+def speedup_by_k(per_pos: Sequence[float], cost_ratio: float, *, parallel: bool = False) -> list[float]:
     """Expected speed-up at k = 1..len(per_pos) under the cost model."""
     return [
-        expected_speedup(length, k, cost_ratio) for k, length in enumerate(acceptance_length_by_k(per_pos), 1)
+        expected_speedup(length, k, cost_ratio, parallel=parallel)
+        for k, length in enumerate(acceptance_length_by_k(per_pos), 1)
     ]
 
 

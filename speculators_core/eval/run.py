@@ -57,7 +57,14 @@ def speculative_tokens(k: int | None, max_k: int | None, default_k: int) -> tupl
 
 
 def summarize(
-    stats: AcceptanceStats, k: int, ratio: float, *, draft: str, prompts: list[list[int]], created: bool
+    stats: AcceptanceStats,
+    k: int,
+    ratio: float,
+    *,
+    draft: str,
+    prompts: list[list[int]],
+    created: bool,
+    parallel: bool = False,
 ) -> dict[str, Any]:
     """The eval summary: the historical keys at k, plus acceptance and speed-up at every k' <= M."""
     rates = stats.per_pos_rates  # M = stats.k positions
@@ -73,7 +80,7 @@ def summarize(
         "mean_accept_len": round(accept_len, 4),
         "per_pos": r4(rates[:k]),
         "acceptance_rate": round(sum(rates[:k]) / k, 4),
-        "speedup": round(expected_speedup(accept_len, k, ratio), 4),
+        "speedup": round(expected_speedup(accept_len, k, ratio, parallel=parallel), 4),
         "draft_cost_ratio": round(ratio, 5),
         "samples": stats.samples,
         "drafts": stats.drafts,  # verification steps, each proposing max_k drafts
@@ -83,7 +90,8 @@ def summarize(
         "per_pos_all": r4(rates),
         "cond_per_pos": r4(conditional_rates(rates)),
         "accept_len_by_k": r4(lengths),
-        "speedup_by_k": r4(speedup_by_k(rates, ratio)),
+        "speedup_by_k": r4(speedup_by_k(rates, ratio, parallel=parallel)),
+        "parallel_drafting": parallel,  # one draft pass per step (DFlash) instead of k
         # Always present, so any two evaluations can be checked for having used the same prompts.
         "prompt_set": {"sha256": prompts_digest(prompts), "prompts": len(prompts), "created": created},
     }
@@ -110,6 +118,12 @@ def run_eval(cfg: EvalConfig, *, verifier_model: Any = None, on_progress: Any = 
             f"the verifier {cfg.verifier} has {vocab_size}"
         )
     k, max_k = speculative_tokens(cfg.k, cfg.max_k, dc.speculative_tokens)
+    block_limit = getattr(dc, "max_speculative_tokens", None)  # DFlash: what one block drafts
+    if block_limit is not None and max_k > block_limit:
+        raise InputError(
+            f"k={max_k}: a block of {dc.block_size} drafts at most {block_limit} tokens; lower "
+            "--num-speculative-tokens / --max-speculative-tokens"
+        )
     tok = AutoTokenizer.from_pretrained(cfg.verifier, revision=cfg.revision)
     prompts, created = resolve_prompts(
         cfg.prompt_set,
@@ -118,8 +132,11 @@ def run_eval(cfg: EvalConfig, *, verifier_model: Any = None, on_progress: Any = 
         cfg.max_samples,
     )
     model = verifier_model or load_verifier(cfg.verifier, revision=cfg.revision, device=device, dtype=dtype)
-    layer_ids = getattr(dc, "eagle_aux_hidden_state_layer_ids", None)
-    # EAGLE-3 drafts read aux layers; EAGLE-1/HASS drafts the verifier's normed last state (as in vLLM).
+    layer_ids = getattr(dc, "eagle_aux_hidden_state_layer_ids", None) or getattr(
+        dc, "aux_hidden_state_layer_ids", None
+    )
+    # EAGLE-3 and DFlash drafts read aux layers (indices of hidden_states, captured at the input of layer
+    # i); EAGLE-1/HASS drafts the verifier's normed last state (as in vLLM).
     features = VerifierFeatures(model, layer_ids, normed_last=dc.speculators_model_type == "eagle")
     eos = [t for t in {tok.eos_token_id, *(_generation_eos(model))} if t is not None]
     decoder = SpecDecoder(model, draft, features, k=max_k, eos_ids=eos)
@@ -127,7 +144,8 @@ def run_eval(cfg: EvalConfig, *, verifier_model: Any = None, on_progress: Any = 
     ratio = cfg.draft_cost_ratio
     if ratio is None:
         ratio = per_token_flops_draft(draft) / per_token_flops_verifier(vc)
-    return summarize(stats, k, ratio, draft=cfg.draft, prompts=prompts, created=created)
+    parallel = block_limit is not None
+    return summarize(stats, k, ratio, draft=cfg.draft, prompts=prompts, created=created, parallel=parallel)
 
 
 def _generation_eos(model: Any) -> list[int]:

@@ -5,13 +5,14 @@ Public API (the operator imports this package; keep it stable):
     load_config(path) -> SpeculatorModelConfig           checkpoint dir or config.json; typed by type
     config_from_dict(data, source=...) -> SpeculatorModelConfig
     save_config(config, directory) -> Path               atomic write of config.json
-    Eagle3Config, EagleConfig, SpeculatorModelConfig     pydantic models
+    Eagle3Config, EagleConfig, DFlashConfig, DFlash2Config, SpeculatorModelConfig   pydantic models
     SpeculatorsConfig, GreedyProposal, VerifierInfo      the envelope blocks
     register_speculator_type / get_speculator_type / known_types   the registry
     describe_checkpoint(dir) -> dict                     the `inspect --json` object
     FormatError, CheckpointError, IncompatibleError, SourceUnavailableError, SpeculatorsError
 """
 
+from speculators_core.format.dflash import DFlash2Config, DFlashConfig, DFlashLayerConfig
 from speculators_core.format.eagle import EagleConfig, EagleLayerConfig
 from speculators_core.format.eagle3 import DraftLayerConfig, Eagle3Config, Eagle3LayerConfig
 from speculators_core.format.envelope import (
@@ -46,6 +47,9 @@ from speculators_core.format.summary import count_params, describe_checkpoint, d
 __all__ = [
     "CONFIG_NAME",
     "CheckpointError",
+    "DFlash2Config",
+    "DFlashConfig",
+    "DFlashLayerConfig",
     "DraftLayerConfig",
     "Eagle3Config",
     "Eagle3LayerConfig",

@@ -55,6 +55,28 @@ class DraftLayerConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
+class DraftShape:
+    """What configs with a transformer_layer_config, draft_vocab_size and target_hidden_size derive from
+    them (a plain mixin: pydantic fields stay on the models)."""
+
+    @property
+    def hidden_size(self) -> int:
+        return self.transformer_layer_config.hidden_size  # type: ignore[attr-defined]
+
+    @property
+    def verifier_hidden_size(self) -> int:
+        """Width of one aux hidden state: `target_hidden_size`, else the draft's hidden size."""
+        return self.target_hidden_size or self.hidden_size  # type: ignore[attr-defined]
+
+    @property
+    def uses_vocab_mapping(self) -> bool:
+        """Whether `d2t`/`t2d` exist (upstream and vLLM omit them for a full-vocabulary draft)."""
+        return self.draft_vocab_size != self.transformer_layer_config.vocab_size  # type: ignore[attr-defined]
+
+    def vocab_sizes(self) -> tuple[int | None, int | None]:
+        return self.transformer_layer_config.vocab_size, self.draft_vocab_size  # type: ignore[attr-defined]
+
+
 class Eagle3LayerConfig(DraftLayerConfig):
     model_type: Literal["llama", "qwen3"]
 
@@ -66,7 +88,7 @@ class Eagle3LayerConfig(DraftLayerConfig):
     has_model=True,
     description="EAGLE-3 (multi-layer fusion, TTT)",
 )
-class Eagle3Config(SpeculatorModelConfig):
+class Eagle3Config(DraftShape, SpeculatorModelConfig):
     """EAGLE-3 draft: fc over the verifier's aux hidden states, decoder layers, draft-vocab lm_head."""
 
     default_architectures: ClassVar[list[str]] = ["Eagle3DraftModel"]
@@ -111,20 +133,3 @@ class Eagle3Config(SpeculatorModelConfig):
     def num_aux_layers(self) -> int:
         ids = self.eagle_aux_hidden_state_layer_ids
         return len(ids) if ids else DEFAULT_NUM_AUX_LAYERS
-
-    @property
-    def hidden_size(self) -> int:
-        return self.transformer_layer_config.hidden_size
-
-    @property
-    def verifier_hidden_size(self) -> int:
-        """Width of one aux hidden state: `target_hidden_size`, else the draft's hidden size."""
-        return self.target_hidden_size or self.hidden_size
-
-    @property
-    def uses_vocab_mapping(self) -> bool:
-        """Whether `d2t`/`t2d` exist (upstream and vLLM omit them for a full-vocabulary draft)."""
-        return self.draft_vocab_size != self.transformer_layer_config.vocab_size
-
-    def vocab_sizes(self) -> tuple[int | None, int | None]:
-        return self.transformer_layer_config.vocab_size, self.draft_vocab_size

@@ -85,7 +85,7 @@ class SpeculatorsConfig(BaseModel):
 class SpeculatorModelConfig(BaseModel):
     """Envelope of a speculators `config.json`; subclasses add the algorithm's fields.
 
-    Used as-is for types that vLLM serves but this release has no model for (dflash, dspark, ...), so their
+    Used as-is for types that vLLM serves but this release has no model for (dspark, peagle, ...), so their
     method and token count can still be read. A top-level `model_type` is rejected: vLLM then treats the
     directory as a plain model and never reads `speculators_config`.
     """
@@ -145,8 +145,6 @@ def _register_envelope_only_types() -> None:
     """Types vLLM or upstream know that have no model here: parsed with the envelope alone."""
     entries = [
         ("peagle", "peagle", True, "parallel EAGLE-3 (served as eagle3 with parallel_drafting)"),
-        ("dflash", "dflash", True, "DFlash block diffusion drafter"),
-        ("dflash2", "dflash", True, "DFlash2 (served as dflash)"),
         ("dspark", "dspark", True, "DSpark (DFlash + Markov/confidence heads)"),
         ("mtp", None, False, "native MTP fine-tune (stitched back into the verifier; not a vLLM drafter)"),
         ("xpress", None, False, "XPress (no vLLM speculators updater)"),

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from speculators_core.format.dflash import DFlashConfig
 from speculators_core.format.eagle import EagleConfig
 from speculators_core.format.eagle3 import Eagle3Config
 from speculators_core.format.envelope import SpeculatorModelConfig
@@ -58,6 +59,17 @@ def describe_config(config: SpeculatorModelConfig) -> dict[str, Any]:
     if isinstance(config, Eagle3Config):
         out["aux_layer_ids"] = config.eagle_aux_hidden_state_layer_ids
         out["target_hidden_size"] = config.verifier_hidden_size
+    if isinstance(config, DFlashConfig):
+        out["hidden_size"] = config.hidden_size
+        out["num_layers"] = config.transformer_layer_config.num_hidden_layers
+        out["draft_arch"] = config.transformer_layer_config.model_type
+        out["aux_layer_ids"] = config.aux_hidden_state_layer_ids
+        out["target_layer_ids"] = config.target_layer_ids  # what vLLM reads (aux - 1)
+        out["target_hidden_size"] = config.verifier_hidden_size
+        out["block_size"] = config.block_size
+        out["mask_token_id"] = config.mask_token_id
+        out["sample_from_anchor"] = config.sample_from_anchor
+        out["max_speculative_tokens"] = config.max_speculative_tokens
     return out
 
 

@@ -2,9 +2,11 @@
 
 Public API:
     Eagle3DraftModel, EagleDraftModel        models (forward = TTT unroll, propose = drafting)
+    DFlashDraftModel                         forward = blocks at anchors, propose = one block
     load_draft_model(ref, verifier=None, ...) -> DraftModel     dispatch on speculators_model_type
     build_eagle3_config(verifier_config, ...) -> Eagle3Config   upstream's training defaults
     build_eagle_config(verifier_config, ...) -> EagleConfig     EAGLE-1/HASS layout for training
+    build_dflash_config(verifier_config, ...) -> DFlashConfig   upstream's DFlash recipe
     VerifierHead                             verifier logits over the draft vocabulary (training targets)
     read_verifier_config, load_verifier_tensors
     DraftOutput, Proposal
@@ -19,6 +21,7 @@ from speculators_core.format import load_config
 from speculators_core.format.errors import FormatError
 from speculators_core.format.registry import get_speculator_type
 from speculators_core.models.base import CHECKPOINT_PATTERNS, DraftModel, DraftOutput, Proposal
+from speculators_core.models.dflash import DFlashDraftModel, build_dflash_config
 from speculators_core.models.eagle import EagleDraftModel, build_eagle_config
 from speculators_core.models.eagle3 import (
     Eagle3DraftModel,
@@ -30,7 +33,11 @@ from speculators_core.models.eagle3 import (
 from speculators_core.models.hub import snapshot
 from speculators_core.models.verifier import VerifierHead, load_verifier_tensors, read_verifier_config
 
-MODEL_CLASSES: dict[str, type[DraftModel]] = {"eagle3": Eagle3DraftModel, "eagle": EagleDraftModel}
+MODEL_CLASSES: dict[str, type[DraftModel]] = {
+    "eagle3": Eagle3DraftModel,
+    "eagle": EagleDraftModel,
+    "dflash": DFlashDraftModel,
+}
 
 
 def model_class_for(speculators_model_type: str) -> type[DraftModel]:
@@ -52,12 +59,14 @@ def load_draft_model(ref: str | os.PathLike[str], **kwargs: Any) -> DraftModel:
 
 __all__ = [
     "MODEL_CLASSES",
+    "DFlashDraftModel",
     "DraftModel",
     "DraftOutput",
     "Eagle3DraftModel",
     "EagleDraftModel",
     "Proposal",
     "VerifierHead",
+    "build_dflash_config",
     "build_eagle3_config",
     "build_eagle_config",
     "check_vocab_mapping",

@@ -67,6 +67,16 @@ def default_position_ids(
     return (idx - starts + 1).clamp(min=1)
 
 
+def aligned_shape(input_ids: torch.Tensor, hidden_states: torch.Tensor) -> tuple[int, int]:
+    """(B, T) of input_ids [B, T] and hidden_states [B, T, ...] (ValueError when they disagree)."""
+    batch, length = input_ids.shape
+    if hidden_states.shape[:2] != (batch, length):
+        raise ValueError(
+            f"hidden_states {tuple(hidden_states.shape)} must be [B, T, ...] with B, T = {batch}, {length}"
+        )
+    return batch, length
+
+
 def last_rows(
     attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
 ) -> torch.Tensor:
@@ -170,12 +180,7 @@ class DraftModel(nn.Module):
             raise ValueError(f"ttt_steps must be >= 1, got {ttt_steps}")
         if feed not in ("teacher", "draft"):
             raise ValueError(f"feed must be 'teacher' or 'draft', got {feed!r}")
-        batch, length = input_ids.shape
-        if hidden_states.shape[:2] != (batch, length):
-            raise ValueError(
-                f"hidden_states {tuple(hidden_states.shape)} must be [B, T, ...] with B, T = {batch}, "
-                f"{length}"
-            )
+        batch, length = aligned_shape(input_ids, hidden_states)
         device = input_ids.device
         docs = document_ids_from(attention_mask, document_ids, batch, length)
         if position_ids is None:

@@ -71,7 +71,68 @@ def t2d_from_d2t(d2t: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return t2d
 
 
-class Eagle3DraftModel(DraftModel):
+class VocabMapping:
+    """d2t/t2d of a draft whose vocabulary is a subset of the verifier's (mixed into nn.Module drafts that
+    set vocab_size and draft_vocab_size)."""
+
+    vocab_size: int
+    draft_vocab_size: int
+    d2t: torch.Tensor | None
+    t2d: torch.Tensor | None
+
+    def _init_vocab_mapping(self, used: bool) -> None:
+        if used:
+            self.register_buffer("d2t", torch.zeros(self.draft_vocab_size, dtype=torch.long))  # type: ignore[attr-defined]
+            self.register_buffer("t2d", torch.zeros(self.vocab_size, dtype=torch.bool))  # type: ignore[attr-defined]
+        else:
+            self.d2t = None
+            self.t2d = None
+
+    def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
+        return draft_ids if self.d2t is None else draft_ids + self.d2t[draft_ids]
+
+    def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor | None = None) -> None:
+        """Install d2t (and t2d; derived from d2t when omitted) after checking they agree."""
+        if self.d2t is None or self.t2d is None:
+            raise ValueError(
+                "draft_vocab_size equals the verifier vocabulary: this draft has no vocab mapping"
+            )
+        if t2d is None:
+            t2d = t2d_from_d2t(d2t, self.vocab_size)
+        check_vocab_mapping(d2t, t2d, draft_vocab_size=self.draft_vocab_size, vocab_size=self.vocab_size)
+        with torch.no_grad():
+            self.d2t.copy_(d2t.long())
+            self.t2d.copy_(t2d.bool())
+
+    def _check_mapping_tensors(self, state: Mapping[str, torch.Tensor], source: str) -> None:
+        """Before a load: d2t/t2d present exactly when the config says the vocabulary is reduced."""
+        if self.d2t is not None and ("d2t" in state) != ("t2d" in state):
+            raise CheckpointError(
+                f"{source}: has only one of d2t/t2d; both are required when draft_vocab_size != vocab_size"
+            )
+        if self.d2t is None and ("d2t" in state or "t2d" in state):
+            raise CheckpointError(
+                f"{source}: has d2t/t2d but config.json says draft_vocab_size == vocab_size "
+                f"({self.draft_vocab_size}); set draft_vocab_size to d2t's length"
+            )
+        if self.d2t is not None and "d2t" in state and state["d2t"].shape[0] != self.draft_vocab_size:
+            raise CheckpointError(
+                f"{source}: d2t has {state['d2t'].shape[0]} entries but config.json draft_vocab_size is "
+                f"{self.draft_vocab_size}; fix draft_vocab_size or the mapping"
+            )
+
+    def _check_mapping(self, source: str = "vocab mapping") -> None:
+        if self.d2t is not None and self.t2d is not None:
+            check_vocab_mapping(
+                self.d2t,
+                self.t2d,
+                draft_vocab_size=self.draft_vocab_size,
+                vocab_size=self.vocab_size,
+                source=source,
+            )
+
+
+class Eagle3DraftModel(VocabMapping, DraftModel):
     """EAGLE-3 draft. `forward` is the TTT unroll (see DraftModel.forward); `propose` drafts k tokens.
 
     Step computation (one TTT step, matching upstream 0.9.0 and vLLM 0.33):
@@ -106,14 +167,7 @@ class Eagle3DraftModel(DraftModel):
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(hidden, eps=lc.rms_norm_eps)
         self.lm_head = nn.Linear(hidden, self.draft_vocab_size, bias=False)
-        self.d2t: torch.Tensor | None
-        self.t2d: torch.Tensor | None
-        if config.uses_vocab_mapping:
-            self.register_buffer("d2t", torch.zeros(self.draft_vocab_size, dtype=torch.long))
-            self.register_buffer("t2d", torch.zeros(self.vocab_size, dtype=torch.bool))
-        else:
-            self.d2t = None
-            self.t2d = None
+        self._init_vocab_mapping(config.uses_vocab_mapping)
         self.embeddings_loaded = True  # False after loading a checkpoint that lacks embed_tokens
         self._init_weights(lc.initializer_range if hasattr(lc, "initializer_range") else 0.02)
 
@@ -163,23 +217,7 @@ class Eagle3DraftModel(DraftModel):
     def needs_verifier(self) -> bool:
         return not self.embeddings_loaded
 
-    def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
-        return draft_ids if self.d2t is None else draft_ids + self.d2t[draft_ids]
-
     # ----------------------------------------------------------------- verifier-owned pieces
-    def set_vocab_mapping(self, d2t: torch.Tensor, t2d: torch.Tensor | None = None) -> None:
-        """Install d2t (and t2d; derived from d2t when omitted) after checking they agree."""
-        if self.d2t is None or self.t2d is None:
-            raise ValueError(
-                "draft_vocab_size equals the verifier vocabulary: this draft has no vocab mapping"
-            )
-        if t2d is None:
-            t2d = t2d_from_d2t(d2t, self.vocab_size)
-        check_vocab_mapping(d2t, t2d, draft_vocab_size=self.draft_vocab_size, vocab_size=self.vocab_size)
-        with torch.no_grad():
-            self.d2t.copy_(d2t.long())
-            self.t2d.copy_(t2d.bool())
-
     def set_embeddings(self, weight: torch.Tensor) -> None:
         if tuple(weight.shape) != tuple(self.embed_tokens.weight.shape):
             raise IncompatibleError(
@@ -215,20 +253,7 @@ class Eagle3DraftModel(DraftModel):
 
     # ----------------------------------------------------------------- load checks
     def validate_state_dict(self, state: dict[str, torch.Tensor], *, source: str) -> list[str]:
-        if self.d2t is not None and ("d2t" in state) != ("t2d" in state):
-            raise CheckpointError(
-                f"{source}: has only one of d2t/t2d; both are required when draft_vocab_size != vocab_size"
-            )
-        if self.d2t is None and ("d2t" in state or "t2d" in state):
-            raise CheckpointError(
-                f"{source}: has d2t/t2d but config.json says draft_vocab_size == vocab_size "
-                f"({self.draft_vocab_size}); set draft_vocab_size to d2t's length"
-            )
-        if self.d2t is not None and "d2t" in state and state["d2t"].shape[0] != self.draft_vocab_size:
-            raise CheckpointError(
-                f"{source}: d2t has {state['d2t'].shape[0]} entries but config.json draft_vocab_size is "
-                f"{self.draft_vocab_size}; fix draft_vocab_size or the mapping"
-            )
+        self._check_mapping_tensors(state, source)
         if "embed_tokens.weight" in state and state["embed_tokens.weight"].shape[0] != self.vocab_size:
             raise IncompatibleError(
                 f"{source}: embed_tokens.weight has {state['embed_tokens.weight'].shape[0]} rows but "
@@ -240,24 +265,14 @@ class Eagle3DraftModel(DraftModel):
         return missing
 
     def _after_load(self, state: dict[str, torch.Tensor], *, source: str) -> None:
-        if self.d2t is not None and self.t2d is not None:
-            check_vocab_mapping(
-                self.d2t,
-                self.t2d,
-                draft_vocab_size=self.draft_vocab_size,
-                vocab_size=self.vocab_size,
-                source=source,
-            )
+        self._check_mapping(source)
 
     def _check_before_save(self, state: dict[str, torch.Tensor]) -> None:
         if not self.embeddings_loaded:
             raise CheckpointError(
                 "embed_tokens was never loaded; call attach_verifier(verifier) before saving"
             )
-        if self.d2t is not None and self.t2d is not None:
-            check_vocab_mapping(
-                self.d2t, self.t2d, draft_vocab_size=self.draft_vocab_size, vocab_size=self.vocab_size
-            )
+        self._check_mapping()
         super()._check_before_save(state)
 
 

@@ -22,6 +22,11 @@ from speculators_core.models.attention import AttnImpl, ttt_attention
 def hf_layer_config(layer_config: dict[str, Any]) -> PretrainedConfig:
     """The transformers config object of a draft layer config dict (fills HF defaults, as vLLM does)."""
     data = {k: v for k, v in layer_config.items() if k != "transformers_version"}
+    layers, types = data.get("num_hidden_layers"), data.get("layer_types")
+    if isinstance(types, list) and isinstance(layers, int) and len(types) > layers:
+        # Upstream's DFlash configs keep the verifier's layer_types (one per verifier layer); only the
+        # first num_hidden_layers describe draft layers, and transformers refuses the longer list.
+        data["layer_types"] = types[:layers]
     return AutoConfig.for_model(**data)
 
 

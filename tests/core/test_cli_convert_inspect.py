@@ -164,17 +164,17 @@ def test_default_output_directory(
 
 
 def test_inspect_reads_types_without_a_model_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A DFlash draft (no torch model in this release) still gives the operator its method and k."""
+    """A DSpark draft (no torch model in this release) still gives the operator its method and k."""
     import torch
     from safetensors.torch import save_file
 
-    d = tmp_path / "dflash"
+    d = tmp_path / "dspark"
     d.mkdir()
     config = {
-        "speculators_model_type": "dflash2",
+        "speculators_model_type": "dspark",
         "speculators_version": "0.9.0",
         "speculators_config": {
-            "algorithm": "dflash2",
+            "algorithm": "dspark",
             "proposal_methods": [{"proposal_type": "greedy", "speculative_tokens": 7}],
             "default_proposal_method": "greedy",
             "verifier": {"name_or_path": "Qwen/Qwen3-8B", "architectures": ["Qwen3ForCausalLM"]},
@@ -189,6 +189,6 @@ def test_inspect_reads_types_without_a_model_here(tmp_path: Path, capsys: pytest
     )
     assert main(["inspect", str(d), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["method"], info["speculative_tokens"], info["params"]) == ("dflash", 7, 64 * 192 + 64)
+    assert (info["method"], info["speculative_tokens"], info["params"]) == ("dspark", 7, 64 * 192 + 64)
     assert info["vocab_size"] == info["draft_vocab_size"] == 151936
     assert info["vllm_serve"] == ["vllm", "serve", str(d)]  # remote hub verifier: the short form works

@@ -196,8 +196,8 @@ def test_eagle_legacy_config() -> None:
 
 def test_envelope_only_types_give_method_and_k() -> None:
     data = {
-        "speculators_model_type": "dflash",
-        "speculators_config": eagle3_dict()["speculators_config"] | {"algorithm": "dflash"},
+        "speculators_model_type": "dspark",
+        "speculators_config": eagle3_dict()["speculators_config"] | {"algorithm": "dspark"},
         "block_size": 8,
         "aux_hidden_state_layer_ids": [1, 9, 17],
         "draft_vocab_size": 32000,

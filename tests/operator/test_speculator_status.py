@@ -364,3 +364,36 @@ def test_verifier_mismatch_only_between_two_different_hub_models(served, trained
     assert (why is not None) is mismatch
     if why:
         assert "set spec.verifier.uri to hf://meta-llama/Llama-3.1-8B-Instruct" in why
+
+
+DFLASH_INSPECT = {
+    **INSPECT,
+    "algorithm": "dflash",
+    "method": "dflash",
+    "speculators_model_type": "dflash",
+    "speculative_tokens": 15,
+    "block_size": 16,
+    "max_speculative_tokens": 15,
+    "mask_token_id": 151669,
+}
+
+
+def test_a_dflash_draft_is_served_as_dflash_with_its_blocks_k():
+    body = speculator(draft={"uri": "hf://z-lab/Qwen3-8B-DFlash-b16"})
+    job, pods = _resolve_done(body, summary=DFLASH_INSPECT)
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    assert _cond(plan, "DraftResolved")["reason"] == "Resolved"
+    dep = next(o for o in plan.apply if o["kind"] == "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    config = json.loads(args[args.index("--speculative-config") + 1])
+    assert (config["method"], config["num_speculative_tokens"]) == ("dflash", 15)
+
+
+def test_more_tokens_than_a_dflash_block_drafts_is_refused_with_the_limit():
+    body = speculator(draft={"uri": "hf://z-lab/Qwen3-8B-DFlash-b16"}, numSpeculativeTokens=16)
+    job, pods = _resolve_done(body, summary=DFLASH_INSPECT)
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    cond = _cond(plan, "DraftResolved")
+    assert (cond["status"], cond["reason"]) == ("False", "TooManySpeculativeTokens")
+    assert "set spec.numSpeculativeTokens to 15 or less" in cond["message"]
+    assert not [o for o in plan.apply if o["kind"] == "Deployment"]

@@ -374,3 +374,55 @@ def test_eval_reads_a_draft_saved_by_upstream_speculators(stack, prepared, draft
     assert results["upstream"]["mean_accept_len"] == pytest.approx(
         results["ours"]["mean_accept_len"], abs=0.05
     )
+
+
+@pytest.fixture(scope="module")
+def dflash_draft(stack, tmp_path_factory) -> Path:
+    """An untrained DFlash draft of the tiny verifier (block 8: 7 drafts per step)."""
+    from speculators_core.models import DFlashDraftModel, build_dflash_config
+
+    vc = read_json(Path(stack.verifier) / "config.json")
+    config = build_dflash_config(
+        vc, verifier_name_or_path=str(stack.verifier), mask_token_id=0, num_layers=1, block_size=8
+    )
+    torch.manual_seed(0)
+    model = DFlashDraftModel(config)
+    model.attach_verifier(stack.verifier)
+    out = tmp_path_factory.mktemp("dflash") / "draft"
+    model.save_pretrained(out)
+    return out
+
+
+def test_block_drafting_is_lossless(stack, prepared, dflash_draft):
+    """The simulator drafts a whole block per verifier step; the output is still the verifier's own."""
+    from speculators_core.data.features import VerifierFeatures, load_verifier
+    from speculators_core.models import load_draft_model
+
+    model = load_verifier(stack.verifier, device="cpu")
+    draft = load_draft_model(dflash_draft, dtype=torch.float32)
+    features = VerifierFeatures(model, draft.config.aux_hidden_state_layer_ids)
+    eos = model.generation_config.eos_token_id
+    decoder = SpecDecoder(model, draft, features, k=7, eos_ids=[eos])
+    stats = AcceptanceStats(7)
+    for prompt in prompts_from_prepared(prepared, "heldout", 4):
+        out = decoder.generate(prompt, 32, stats)
+        ref = model.generate(
+            torch.tensor([prompt]), max_new_tokens=32, do_sample=False, eos_token_id=eos, pad_token_id=0
+        )
+        assert out == ref[0, len(prompt) :].tolist()
+    assert stats.drafts > 0 and len(stats.per_pos_rates) == 7
+
+
+def test_eval_of_a_dflash_draft_counts_one_draft_pass_per_step(stack, prepared, dflash_draft, tmp_path):
+    cli(
+        "eval", "--verifier", stack.verifier, "--draft", dflash_draft, "--data", prepared,
+        "--max-samples", 4, "--max-new-tokens", 24, "--summary-path", tmp_path / "s.json",
+    )  # fmt: skip
+    s = read_json(tmp_path / "s.json")
+    assert (s["k"], len(s["per_pos"]), s["parallel_drafting"]) == (7, 7, True)
+    assert s["speedup"] == pytest.approx(s["mean_accept_len"] / (1 + s["draft_cost_ratio"]), rel=1e-3)
+    # More than a block drafts is refused with the limit.
+    cli(
+        "eval", "--verifier", stack.verifier, "--draft", dflash_draft, "--data", prepared,
+        "--num-speculative-tokens", 8, "--summary-path", tmp_path / "x.json", expect=2,
+    )  # fmt: skip

@@ -211,6 +211,16 @@ def _resolve(
         return Cond(
             "DraftResolved", "False", "InvalidDraftConfig", f"draft speculative_tokens {k!r} is not 1-16"
         ), None
+    limit = resolved.get("max_speculative_tokens")
+    if isinstance(limit, int) and k > limit:
+        # A DFlash block drafts block_size - 1 tokens (block_size with sample_from_anchor): no more.
+        return Cond(
+            "DraftResolved",
+            "False",
+            "TooManySpeculativeTokens",
+            f"numSpeculativeTokens {k} exceeds the {limit} tokens one block of the draft drafts (block_size "
+            f"{resolved.get('block_size')}); set spec.numSpeculativeTokens to {limit} or less",
+        ), None
     return (
         Cond("DraftResolved", "True", "Resolved", f"method {method}, k={k} from the draft's config"),
         render.ResolvedDraft(source, method, k),

@@ -30,6 +30,7 @@ def parse(path: str) -> dict:
             "hidden_size",
             "num_hidden_layers",
             "model_type",
+            "dflash_config",
         )
         out["pretrained"] = {k: pre.get(k) for k in keys}
         config = SpeculatorsConfig.from_pretrained(path)

@@ -1,0 +1,175 @@
+"""DFlash checkpoints against upstream speculators 0.9.0 (its own DFlashDraftModel) and vLLM 0.33.0 (its own
+speculators parser), in .venv-compat: what upstream saves loads in ours with the same block logits, ours
+loads in theirs with the same logits, and vLLM parses ours to `method: dflash` with the right k,
+target layers, mask token and causality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from spec_builders import HIDDEN, VOCAB, make_verifier
+
+from speculators_core.format import DFlashConfig, load_config
+from speculators_core.models import DFlashDraftModel, build_dflash_config, load_draft_model
+
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
+
+T = 40
+AUX = [1, 4, 7]
+MASK = VOCAB - 1
+LAYER = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+)
+
+
+@pytest.fixture(scope="module")
+def verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_verifier(tmp_path_factory.mktemp("dflash") / "verifier", arch="qwen3")
+
+
+def _inputs(path: Path) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    data = {
+        "input_ids": torch.randint(0, VOCAB - 1, (1, T), generator=g),
+        "hidden_states": torch.randn(1, T, len(AUX) * HIDDEN, generator=g),
+        "document_ids": torch.tensor([[0] * 26 + [1] * 14]),  # two packed documents
+        "anchors": torch.tensor([2, 9, 17, 21, 23]),  # blocks that run into the second document
+    }
+    save_file(data, str(path))
+    return data
+
+
+def _ours(model: DFlashDraftModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(
+            data["input_ids"],
+            data["hidden_states"],
+            data["anchors"][None],
+            document_ids=data["document_ids"],
+            position_ids=torch.arange(T)[None],  # upstream's positions: the packed row's index
+        )
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"draft_vocab_size": VOCAB, "block_size": 8, "sliding_window": None},
+        {"draft_vocab_size": 128, "block_size": 16, "sliding_window": 12},
+    ],
+    ids=["full-vocab-block8", "draft-vocab-block16-sliding"],
+)
+def test_upstream_checkpoint_loads_in_ours(
+    run_snippet, verifier: Path, tmp_path: Path, variant: dict
+) -> None:
+    data = _inputs(tmp_path / "in.safetensors")
+    result = run_snippet(
+        "upstream_dflash",
+        {
+            "mode": "save",
+            "dir": str(tmp_path / "upstream"),
+            "inputs": str(tmp_path / "in.safetensors"),
+            "outputs": str(tmp_path / "theirs.safetensors"),
+            "verifier": str(verifier),
+            "layer": LAYER,
+            "aux_ids": AUX,
+            "mask_token_id": MASK,
+            **variant,
+        },
+    )
+    assert result["speculative_tokens"] == variant["block_size"] - 1
+    # Upstream stores neither the verifier's embeddings nor, for a full vocabulary, its lm_head.
+    assert "embed_tokens.weight" not in load_file(tmp_path / "upstream" / "model.safetensors")
+    config = load_config(tmp_path / "upstream")
+    assert isinstance(config, DFlashConfig) and config.block_size == variant["block_size"]
+    # A round trip through our model keeps upstream's config.json key for key.
+    original = json.loads((tmp_path / "upstream" / "config.json").read_text())
+    assert config.to_dict() == {k: v for k, v in original.items() if k not in ("dtype", "auto_map")} | {
+        k: original[k] for k in ("dtype", "auto_map") if k in original
+    }
+    ours = load_draft_model(tmp_path / "upstream", verifier=verifier)
+    torch.testing.assert_close(_ours(ours, data), load_file(tmp_path / "theirs.safetensors")["logits"])
+
+
+@pytest.mark.parametrize("draft_vocab_size", [None, 128], ids=["full-vocab", "draft-vocab"])
+def test_our_checkpoint_loads_in_upstream(
+    run_snippet, verifier: Path, tmp_path: Path, draft_vocab_size
+) -> None:
+    vc = json.loads((verifier / "config.json").read_text())
+    config = build_dflash_config(
+        vc,
+        verifier_name_or_path=str(verifier),
+        mask_token_id=MASK,
+        num_layers=2,
+        block_size=8,
+        aux_layer_ids=AUX,
+        draft_vocab_size=draft_vocab_size,
+        sliding_window=16,
+    )
+    torch.manual_seed(0)
+    model = DFlashDraftModel(config)
+    if model.d2t is not None:
+        selected = torch.randperm(VOCAB)[:128].sort().values
+        model.set_vocab_mapping(selected - torch.arange(128))
+    model.attach_verifier(verifier)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)  # away from 1, so a norm in the wrong place shows
+    model.save_pretrained(tmp_path / "ours")
+    data = _inputs(tmp_path / "in.safetensors")
+    result = run_snippet(
+        "upstream_dflash",
+        {
+            "mode": "load",
+            "dir": str(tmp_path / "ours"),
+            "inputs": str(tmp_path / "in.safetensors"),
+            "outputs": str(tmp_path / "theirs.safetensors"),
+            "verifier": str(verifier),
+        },
+    )
+    assert result["speculative_tokens"] == 7
+    torch.testing.assert_close(load_file(tmp_path / "theirs.safetensors")["logits"], _ours(model, data))
+
+
+def test_vllm_parses_ours_as_dflash(run_snippet, verifier: Path, tmp_path: Path) -> None:
+    vc = json.loads((verifier / "config.json").read_text())
+    for name, kwargs in {
+        "recipe": {},
+        "anchor-sampled": {"sample_from_anchor": True, "block_size": 4},
+    }.items():
+        config = build_dflash_config(
+            vc, verifier_name_or_path=str(verifier), mask_token_id=MASK, aux_layer_ids=AUX, **kwargs
+        )
+        model = DFlashDraftModel(config)
+        model.attach_verifier(verifier)
+        model.save_pretrained(tmp_path / name)
+    dirs = [str(tmp_path / n) for n in ("recipe", "anchor-sampled")]
+    parsed = run_snippet("vllm_parse", {"dirs": dirs})["parsed"]
+    recipe, sampled = parsed[dirs[0]], parsed[dirs[1]]
+    assert "error" not in recipe, recipe.get("error")
+    assert recipe["speculative"] == {"method": "dflash", "num_speculative_tokens": 15}  # block 16 - 1
+    assert sampled["speculative"] == {"method": "dflash", "num_speculative_tokens": 4}
+    pre = recipe["pretrained"]
+    assert pre["architectures"] == ["DFlashDraftModel"] and pre["num_hidden_layers"] == 5
+    assert pre["eagle_aux_hidden_state_layer_ids"] == AUX
+    # vLLM reads layer i-1 for aux id i, our mask token, and a causal sliding window (we write the flag;
+    # vLLM would assume non-causal without it).
+    assert pre["dflash_config"] == {
+        "mask_token_id": MASK,
+        "target_layer_ids": [i - 1 for i in AUX],
+        "sample_from_anchor": False,
+        "causal": True,
+    }
+    assert sampled["pretrained"]["dflash_config"]["sample_from_anchor"] is True
