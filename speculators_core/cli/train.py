@@ -40,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--algorithm",
         default="eagle3",
-        choices=("eagle3", "eagle"),
-        help="eagle3 (default) or eagle: the EAGLE-1/HASS format, trained with HASS's context alignment "
-        "(the same TTT unroll) over the verifier's vocabulary",
+        choices=("eagle3", "eagle", "dflash"),
+        help="eagle3 (default); eagle: the EAGLE-1/HASS format, trained with HASS's context alignment "
+        "(the same TTT unroll) over the verifier's vocabulary; dflash: a block per pass (block diffusion)",
     )
     p.add_argument(
         "--no-fusion-bias",
@@ -58,10 +58,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, help="default: 1%% of the total steps")
     p.add_argument("--ttt-steps", type=int, default=3, help="train-time-test depth (default 3)")
     p.add_argument("--ttt-step-loss-decay", type=float, default=1.0, help="loss weight decay per TTT step")
-    p.add_argument("--loss", choices=("kl", "ce"), default="kl")
+    p.add_argument("--loss", choices=("kl", "ce"), default="kl", help="eagle3/eagle (dflash: CE, see below)")
     p.add_argument("--draft-vocab-size", type=int, help="default: the verifier's vocabulary")
-    p.add_argument("--num-layers", type=int, default=1)
-    p.add_argument("--num-speculative-tokens", type=int, default=3, help="k written to config.json")
+    p.add_argument("--num-layers", type=int, help="draft decoder layers (default 1; dflash 5)")
+    p.add_argument(
+        "--num-speculative-tokens", type=int, help="k written to config.json (default 3; dflash block-1)"
+    )
+    dflash = p.add_argument_group("dflash (upstream 0.9.0's recipe)")
+    dflash.add_argument("--block-size", type=int, default=16, help="tokens per block (default 16)")
+    dflash.add_argument(
+        "--mask-token-id", type=int, help="the MASK token (default: the verifier vocabulary's last id)"
+    )
+    dflash.add_argument("--max-anchors", type=int, default=512, help="blocks per packed row (default 512)")
+    dflash.add_argument(
+        "--dflash-loss-weighting",
+        choices=("dpace", "fixed-exp-decay"),
+        default="dpace",
+        help="per-position weight of the CE loss (default dpace)",
+    )
+    dflash.add_argument("--dflash-decay-gamma", type=float, default=4.0, help="fixed-exp-decay's gamma")
+    dflash.add_argument("--dpace-alpha", type=float, default=0.5, help="D-PACE's smoothing (0, 1]")
     p.add_argument(
         "--layer-ids",
         type=layer_ids_arg,
@@ -134,6 +150,12 @@ def _config(args: argparse.Namespace):
         draft_vocab_size=args.draft_vocab_size,
         num_layers=args.num_layers,
         num_speculative_tokens=args.num_speculative_tokens,
+        block_size=args.block_size,
+        mask_token_id=args.mask_token_id,
+        max_anchors=args.max_anchors,
+        dflash_weighting=args.dflash_loss_weighting,
+        dflash_gamma=args.dflash_decay_gamma,
+        dpace_alpha=args.dpace_alpha,
         layer_ids=args.layer_ids,
         total_seq_len=args.total_seq_len,
         batch_rows=args.batch_rows,

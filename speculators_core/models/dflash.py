@@ -108,26 +108,27 @@ class DFlashDecoderLayer(nn.Module):
 
 
 def block_mask(
-    anchors: torch.Tensor,  # [B, A]
+    limits: torch.Tensor,  # [B, A]: block j sees context positions p < limits[j]
     document_ids: torch.Tensor | None,  # [B, T], -1 = padding
+    block_docs: torch.Tensor | None,  # [B, A]: the document of each block
     length: int,
     block_size: int,
     *,
     sliding_window: int | None = None,
     causal_block: bool = False,
 ) -> torch.Tensor:
-    """[B, 1, A*bs, T + A*bs] bool: block j sees context p < anchors[j] of its document (and within the
-    window), and its own slots (all of them, or those up to itself when causal_block)."""
-    batch, count = anchors.shape
-    device = anchors.device
+    """[B, 1, A*bs, T + A*bs] bool: block j sees context p < limits[j] of its document (and within the
+    window below the anchor), and its own slots (all of them, or those up to itself when causal_block)."""
+    batch, count = limits.shape
+    device = limits.device
     rows = count * block_size
-    q_anchor = anchors.repeat_interleave(block_size, dim=1)  # [B, Q]
+    q_limit = limits.repeat_interleave(block_size, dim=1)  # [B, Q]
     p = torch.arange(length, device=device)
-    ctx = p[None, None, :] < q_anchor[:, :, None]  # [B, Q, T]
+    ctx = p[None, None, :] < q_limit[:, :, None]  # [B, Q, T]
     if sliding_window is not None:
-        ctx = ctx & (p[None, None, :] >= q_anchor[:, :, None] - sliding_window)
-    if document_ids is not None:
-        q_doc = document_ids.gather(1, q_anchor.clamp(max=length - 1))  # [B, Q]
+        ctx = ctx & (p[None, None, :] >= q_limit[:, :, None] - sliding_window)
+    if document_ids is not None and block_docs is not None:
+        q_doc = block_docs.repeat_interleave(block_size, dim=1)
         ctx = ctx & (document_ids[:, None, :] == q_doc[:, :, None]) & (q_doc[:, :, None] != -1)
     q = torch.arange(rows, device=device)
     own = (q[:, None] // block_size) == (q[None, :] // block_size)  # [Q, Q]
@@ -217,9 +218,10 @@ class DFlashDraftModel(VocabMapping, DraftModel):
         self._check_mapping(source)
 
     def _check_before_save(self, state: dict[str, torch.Tensor]) -> None:
-        if not self.verifier_loaded and self.d2t is None:
+        if self.d2t is not None and not (self.verifier_loaded or self.head_trained):
+            # A reduced head is stored: it must be the verifier's rows or a trained one, not the init.
             raise CheckpointError(
-                "the verifier's lm_head was never loaded; call attach_verifier(verifier) first"
+                "the draft-vocabulary lm_head was never set; call attach_verifier(verifier) or load weights"
             )
         super()._check_before_save(state)
 
@@ -234,54 +236,121 @@ class DFlashDraftModel(VocabMapping, DraftModel):
             )
         return self.hidden_norm(self.fc(hidden_states.to(self.fc.weight.dtype)))
 
+    def _blocks(
+        self,
+        hidden_states: torch.Tensor,  # [B, T, n_aux*H_v] context states
+        context_positions: torch.Tensor,  # [B, T] rotary positions of the context
+        documents: torch.Tensor | None,  # [B, T]
+        anchor_tokens: torch.Tensor,  # [B, A]
+        anchor_positions: torch.Tensor,  # [B, A] rotary position of each anchor token
+        limits: torch.Tensor,  # [B, A] block j sees context p < limits[j]
+        block_docs: torch.Tensor | None,  # [B, A]
+    ) -> torch.Tensor:
+        if not self.verifier_loaded:
+            raise CheckpointError(
+                "the verifier's embeddings are not loaded; load with verifier=... or call attach_verifier"
+            )
+        batch, length = hidden_states.shape[:2]
+        bs = self.block_size
+        device = hidden_states.device
+        block_ids = torch.full(
+            (batch, anchor_tokens.shape[1], bs), self.config.mask_token_id, dtype=torch.long, device=device
+        )
+        block_ids[:, :, 0] = anchor_tokens
+        block = self.embed_tokens(block_ids.view(batch, -1))
+        context = self.fuse(hidden_states)
+        block_pos = (anchor_positions[:, :, None] + torch.arange(bs, device=device)).view(batch, -1)
+        cos, sin = self.rotary_emb(block, torch.cat([context_positions, block_pos], dim=1))
+        full = block_mask(limits, documents, block_docs, length, bs)
+        sliding = full
+        if self.sliding_window:
+            sliding = block_mask(
+                limits,
+                documents,
+                block_docs,
+                length,
+                bs,
+                sliding_window=self.sliding_window,
+                causal_block=not self.config.sliding_window_non_causal,
+            )
+        for layer in self.layers:
+            block = layer(block, context, cos, sin, (full, sliding))
+        return self.lm_head(self.norm(block))
+
     def forward(  # type: ignore[override]
         self,
         input_ids: torch.Tensor,
         hidden_states: torch.Tensor,
-        anchors: torch.Tensor,
+        anchors: torch.Tensor | None = None,
+        *,
+        rows: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Draft logits [B, A*bs, V_draft] of the blocks at `anchors` [B, A] (positions into the sequence),
+        or at `rows` in the trainer's shifted layout (see forward_rows; through forward so that DDP/FSDP
+        wrappers run it).
+
+        Unshifted inputs (upstream's layout): input_ids[t] = x_t and hidden_states[t] = the verifier's aux
+        states after x_t ([B, T, n_aux*H_v], in aux_hidden_state_layer_ids order). Slot j of the block at a
+        predicts x_{a+j}; its target is the verifier's distribution at position a + j - 1.
+        """
+        if (anchors is None) == (rows is None):
+            raise ValueError("pass exactly one of anchors (unshifted layout) or rows (shifted layout)")
+        if rows is not None:
+            return self.forward_rows(
+                input_ids,
+                hidden_states,
+                rows,
+                attention_mask=attention_mask,
+                document_ids=document_ids,
+                position_ids=position_ids,
+            )
+        assert anchors is not None
+        batch, length = aligned_shape(input_ids, hidden_states)
+        docs = document_ids_from(attention_mask, document_ids, batch, length)
+        if position_ids is None:
+            position_ids = default_position_ids(docs, batch, length, input_ids.device) - 1  # 0-based
+        anchors = anchors.to(device=input_ids.device, dtype=torch.long)
+        return self._blocks(
+            hidden_states,
+            position_ids,
+            docs,
+            input_ids.gather(1, anchors),
+            position_ids.gather(1, anchors),
+            anchors,
+            docs.gather(1, anchors) if docs is not None else None,
+        )
+
+    def forward_rows(
+        self,
+        input_ids: torch.Tensor,
+        hidden_states: torch.Tensor,
+        rows: torch.Tensor,
         *,
         attention_mask: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draft logits [B, A*bs, V_draft] of the blocks at `anchors` [B, A] (positions into the sequence).
-
-        Unshifted inputs: input_ids[t] = x_t and hidden_states[t] = the verifier's aux states after x_t
-        ([B, T, n_aux*H_v], concatenated in aux_hidden_state_layer_ids order). Slot j of the block at a
-        predicts x_{a+j}; its target is the verifier's distribution at position a + j - 1.
-        """
-        if not self.verifier_loaded:
-            raise CheckpointError(
-                "the verifier's embeddings are not loaded; load with verifier=... or call attach_verifier"
-            )
+        """`forward` in the trainer's shifted layout (row t: input_ids = x_{t+1}, hidden_states = g_t): the
+        block at row r is anchored at x_{r+1} and sees the states of rows <= r of its document; slot j
+        predicts x_{r+1+j}, whose target is the verifier's distribution after x_{r+j} (row r+j-1 of the
+        shifted `last`). position_ids: rotary positions of the states (default 0 at each document start)."""
         batch, length = aligned_shape(input_ids, hidden_states)
-        device = input_ids.device
         docs = document_ids_from(attention_mask, document_ids, batch, length)
         if position_ids is None:
-            position_ids = default_position_ids(docs, batch, length, device) - 1  # 0 at each document's start
-        bs = self.block_size
-        anchors = anchors.to(device=device, dtype=torch.long)
-        block_ids = torch.full(
-            (batch, anchors.shape[1], bs), self.config.mask_token_id, dtype=torch.long, device=device
+            position_ids = default_position_ids(docs, batch, length, input_ids.device) - 1
+        rows = rows.to(device=input_ids.device, dtype=torch.long)
+        return self._blocks(
+            hidden_states,
+            position_ids,
+            docs,
+            input_ids.gather(1, rows),
+            position_ids.gather(1, rows) + 1,
+            rows + 1,
+            docs.gather(1, rows) if docs is not None else None,
         )
-        block_ids[:, :, 0] = input_ids.gather(1, anchors)
-        block = self.embed_tokens(block_ids.view(batch, -1))
-        context = self.fuse(hidden_states)
-        offsets = torch.arange(bs, device=device)
-        block_pos = (position_ids.gather(1, anchors)[:, :, None] + offsets).view(batch, -1)
-        cos, sin = self.rotary_emb(block, torch.cat([position_ids, block_pos], dim=1))
-        causal_sliding = not self.config.sliding_window_non_causal
-        full = block_mask(anchors, docs, length, bs)
-        sliding = (
-            block_mask(
-                anchors, docs, length, bs, sliding_window=self.sliding_window, causal_block=causal_sliding
-            )
-            if self.sliding_window
-            else full
-        )
-        for layer in self.layers:
-            block = layer(block, context, cos, sin, (full, sliding))
-        return self.lm_head(self.norm(block))
 
     @torch.no_grad()
     def propose(  # type: ignore[override]
@@ -307,18 +376,9 @@ class DFlashDraftModel(VocabMapping, DraftModel):
             )
         batch, length = input_ids.shape
         rows = last_rows(attention_mask, batch, length, input_ids.device)
-        # To forward's unshifted layout: x_t at t (x_0 is never read: only anchors are), the anchor one
-        # row after the last state, which is real too.
-        ids = torch.cat([input_ids.new_zeros(batch, 1), input_ids], dim=1)
-        hidden = torch.cat([hidden_states, hidden_states.new_zeros(batch, 1, hidden_states.shape[-1])], dim=1)
-        mask = None
-        if attention_mask is not None:
-            real = attention_mask.bool()
-            pad = real.new_zeros(batch, 1)
-            mask = torch.cat([real, pad], dim=1) | torch.cat([pad, real], dim=1)
-        if position_ids is not None:
-            position_ids = torch.cat([position_ids, position_ids.gather(1, rows[:, None]) + 1], dim=1)
-        logits = self.forward(ids, hidden, rows[:, None] + 1, attention_mask=mask, position_ids=position_ids)
+        logits = self.forward_rows(
+            input_ids, hidden_states, rows[:, None], attention_mask=attention_mask, position_ids=position_ids
+        )
         first = 0 if self.config.sample_from_anchor else 1
         logits = logits[:, first : first + k]
         return Proposal(token_ids=self.to_target_ids(logits.argmax(dim=-1)), logits=logits)

@@ -12,7 +12,8 @@ from speculators_core.data.errors import InputError
 from speculators_core.train.losses import LOSSES
 from speculators_core.train.optim import SCHEDULES
 
-ALGORITHMS = ("eagle3", "eagle")
+ALGORITHMS = ("eagle3", "eagle", "dflash")
+DFLASH_WEIGHTINGS = ("dpace", "fixed-exp-decay")
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class TrainConfig:
     online: bool = False
     verifier_name: str | None = None  # recorded in config.json (a hub id lets vLLM's short form work)
     revision: str | None = None
-    algorithm: str = "eagle3"  # or "eagle": EAGLE-1/HASS format, trained with the same TTT unroll
+    algorithm: str = "eagle3"  # or "eagle": EAGLE-1/HASS format, trained with the same TTT unroll; or dflash
     fusion_bias: bool = True  # eagle only: HASS's fusion_fc bias (False: the EAGLE-1/2 layout)
     epochs: int = 3
     max_steps: int | None = None
@@ -38,8 +39,15 @@ class TrainConfig:
     step_decay: float = 1.0
     loss: str = "kl"
     draft_vocab_size: int | None = None  # default: the verifier vocabulary (upstream)
-    num_layers: int = 1
-    num_speculative_tokens: int = 3
+    num_layers: int | None = None  # default 1 (eagle3, eagle), 5 (dflash: upstream's recipe)
+    num_speculative_tokens: int | None = None  # default 3, or block_size - 1 (dflash)
+    # dflash (upstream 0.9.0's recipe and defaults)
+    block_size: int = 16
+    mask_token_id: int | None = None  # default: the verifier vocabulary's last id (a reserved token)
+    max_anchors: int = 512
+    dflash_weighting: str = "dpace"
+    dflash_gamma: float = 4.0
+    dpace_alpha: float = 0.5
     layer_ids: list[int] | None = None  # online only; offline uses the shards'
     total_seq_len: int | None = None  # packed row length; default: prepare-data's --max-length
     batch_rows: int | None = None  # global rows per optimizer step; default: world size
@@ -59,9 +67,35 @@ class TrainConfig:
     validate: bool = True
     device: str | None = None
 
+    @property
+    def metric_steps(self) -> int:
+        """Positions the metrics run over: TTT steps, or a DFlash block's drafted slots."""
+        return self.block_size - 1 if self.algorithm == "dflash" else self.ttt_steps
+
     def check(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise InputError(f"--algorithm {self.algorithm}: allowed {', '.join(ALGORITHMS)}")
+        dflash = self.algorithm == "dflash"
+        if self.num_layers is None:
+            self.num_layers = 5 if dflash else 1
+        if self.num_speculative_tokens is None:
+            self.num_speculative_tokens = self.block_size - 1 if dflash else 3
+        if dflash:
+            if not 2 <= self.block_size <= 64:
+                raise InputError(f"--block-size must be 2-64, got {self.block_size}")
+            if self.num_speculative_tokens > self.block_size - 1:
+                raise InputError(
+                    f"--num-speculative-tokens {self.num_speculative_tokens}: a block of {self.block_size} "
+                    f"drafts at most {self.block_size - 1}; lower it or raise --block-size"
+                )
+            if self.dflash_weighting not in DFLASH_WEIGHTINGS:
+                raise InputError(
+                    f"--dflash-loss-weighting {self.dflash_weighting}: allowed {', '.join(DFLASH_WEIGHTINGS)}"
+                )
+            if not 0.0 < self.dpace_alpha <= 1.0:
+                raise InputError(f"--dpace-alpha must be in (0, 1], got {self.dpace_alpha}")
+            if self.max_anchors < 1:
+                raise InputError(f"--max-anchors must be >= 1, got {self.max_anchors}")
         if self.algorithm == "eagle" and self.num_layers != 1:
             raise InputError(
                 f"--num-layers {self.num_layers}: EAGLE-1/HASS drafts have exactly one decoder layer "

@@ -31,6 +31,7 @@ from speculators_core.train.checkpoint import (
     write_done,
 )
 from speculators_core.train.config import TrainConfig
+from speculators_core.train.dflash import dflash_step
 from speculators_core.train.distributed import DistEnv, barrier, no_sync, wrap_model
 from speculators_core.train.model import build_draft
 from speculators_core.train.optim import build_optimizer, build_scheduler
@@ -193,6 +194,8 @@ class Trainer:
             attn_impl=cfg.attn_impl,
             train_lm_head=cfg.train_lm_head,
             seed=cfg.seed,
+            block_size=cfg.block_size,
+            mask_token_id=cfg.mask_token_id,
         ).to(self.device)
         self.head = VerifierHead.from_tensors(self.vc, tensors, t2d=t2d).to(self.device)
         self.full_head = None
@@ -299,15 +302,15 @@ class Trainer:
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         cfg, env = self.cfg, self.env
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        window = MetricSums(cfg.ttt_steps, self.device)
-        last_epoch = MetricSums(cfg.ttt_steps, self.device)
+        window = MetricSums(cfg.metric_steps, self.device)
+        last_epoch = MetricSums(cfg.metric_steps, self.device)
         val: dict[str, Any] | None = None
         window_time = 0.0
         stop = False
         for epoch in range(state.epoch, cfg.epochs):
             plan = self.plans[epoch]
             start = state.step_in_epoch if epoch == state.epoch else 0
-            epoch_metrics = MetricSums(cfg.ttt_steps, self.device)
+            epoch_metrics = MetricSums(cfg.metric_steps, self.device)
             self.model.train()
             for i in range(start, len(plan)):
                 if cfg.max_steps is not None and state.step >= cfg.max_steps:
@@ -322,18 +325,8 @@ class Trainer:
                     for g, cpu_batch in enumerate(micro):
                         last_micro = j == len(rows) - 1 and g == len(micro) - 1
                         with no_sync(self.model, not last_micro):
-                            loss, m = ttt_step(
-                                self.model,
-                                self.draft,
-                                self.head,
-                                self._on_device(cpu_batch),
-                                ttt_steps=cfg.ttt_steps,
-                                loss=cfg.loss,  # type: ignore[arg-type]
-                                step_decay=cfg.step_decay,
-                                full_head=self.full_head,
-                                compute_dtype=self.compute_dtype,
-                                denominators=counts,
-                            )
+                            seed = (cfg.seed, state.step, env.rank, j, g)  # anchors: same on a resume
+                            loss, m = self._step(self.model, self._on_device(cpu_batch), counts, seed)
                             (loss / len(rows)).backward()
                         window.add(m)
                         epoch_metrics.add(m)
@@ -362,7 +355,7 @@ class Trainer:
                     state.tokens += window.tokens
                     state.elapsed += window_time
                     self.emit(record)
-                    window = MetricSums(cfg.ttt_steps, self.device)
+                    window = MetricSums(cfg.metric_steps, self.device)
                     window_time = 0.0
                 if cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     self._save(state, optimizer, scheduler)
@@ -384,6 +377,39 @@ class Trainer:
             self.emit({"event": "validation", "epoch": state.epoch, **{k: _round(v) for k, v in val.items()}})
         self.train_seconds = state.elapsed
         return last_epoch.summary(), val
+
+    def _step(
+        self, model: Any, batch: Batch, counts: list[int], seed: tuple[int, ...], *, train: bool = True
+    ) -> tuple[torch.Tensor, MetricSums]:
+        """One micro-batch's loss and metrics: a TTT unroll (eagle3, eagle) or DFlash blocks."""
+        cfg = self.cfg
+        if cfg.algorithm == "dflash":
+            generator = torch.Generator().manual_seed(hash(seed) & 0x7FFFFFFF)
+            return dflash_step(
+                model,
+                self.draft,
+                self.head,
+                batch,
+                max_anchors=cfg.max_anchors,
+                weighting=cfg.dflash_weighting,  # type: ignore[arg-type]
+                gamma=cfg.dflash_gamma,
+                alpha=cfg.dpace_alpha,
+                full_head=self.full_head,
+                compute_dtype=self.compute_dtype,
+                generator=generator,
+            )
+        return ttt_step(
+            model,
+            self.draft,
+            self.head,
+            batch,
+            ttt_steps=cfg.ttt_steps,
+            loss=cfg.loss,  # type: ignore[arg-type]
+            step_decay=cfg.step_decay if train else 1.0,
+            full_head=self.full_head,
+            compute_dtype=self.compute_dtype,
+            denominators=counts,
+        )
 
     def _on_device(self, batch: Batch) -> Batch:
         batch = batch.to(self.device)
@@ -413,22 +439,14 @@ class Trainer:
         self.model.eval()
         runner = self.model if self.cfg.fsdp else self.draft  # FSDP must run its collectives on every rank
         per_rank = math.ceil(len(self.val_rows) / env.world_size)
-        sums = MetricSums(self.cfg.ttt_steps, self.device)
+        sums = MetricSums(self.cfg.metric_steps, self.device)
         for i in range(per_rank):
             idx = env.rank + i * env.world_size
             micro = self.val_source.batches(self.val_rows[idx % len(self.val_rows)])
             counts = step_counts(micro, self.cfg.ttt_steps)
-            for batch in micro:
-                _, m = ttt_step(
-                    runner,
-                    self.draft,
-                    self.head,
-                    self._on_device(batch),
-                    ttt_steps=self.cfg.ttt_steps,
-                    loss=self.cfg.loss,  # type: ignore[arg-type]
-                    full_head=self.full_head,
-                    compute_dtype=self.compute_dtype,
-                    denominators=counts,
+            for g, batch in enumerate(micro):
+                _, m = self._step(
+                    runner, self._on_device(batch), counts, (self.cfg.seed, -1, idx, g), train=False
                 )
                 if idx < len(self.val_rows):
                     sums.add(m)

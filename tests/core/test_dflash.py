@@ -103,11 +103,13 @@ def test_inspect_shows_block_mask_and_aux_layers(verifier: Path, tmp_path: Path)
 
 def test_block_mask() -> None:
     docs = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
-    mask = block_mask(torch.tensor([[2, 6]]), docs, 8, 2)[0, 0]  # [4 queries, 8 + 4 keys]
+    mask = block_mask(torch.tensor([[2, 6]]), docs, torch.tensor([[0, 1]]), 8, 2)[
+        0, 0
+    ]  # [4 queries, 8 + 4 keys]
     ctx, own = mask[:, :8].int().tolist(), mask[:, 8:].int().tolist()
     assert ctx == [[1, 1, 0, 0, 0, 0, 0, 0]] * 2 + [[0, 0, 0, 0, 1, 1, 0, 0]] * 2  # p < anchor, same doc
     assert own == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]  # its own block, both ways
-    causal = block_mask(torch.tensor([[6]]), None, 8, 3, sliding_window=2, causal_block=True)[0, 0]
+    causal = block_mask(torch.tensor([[6]]), None, None, 8, 3, sliding_window=2, causal_block=True)[0, 0]
     assert causal[:, :8].int().tolist() == [[0, 0, 0, 0, 1, 1, 0, 0]] * 3
     assert causal[:, 8:].int().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
 

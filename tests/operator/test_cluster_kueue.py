@@ -129,9 +129,11 @@ def test_kueue_admits_one_gpu_step_queues_the_other_and_hands_over(
     # the training).
     def one_runs_one_queued(st: dict[str, dict[str, Any]]) -> bool:
         queued = [s for s in st.values() if s.get("phase") == "Queued"]
-        return sorted(s.get("phase") for s in st.values()) == ["Queued", "Training"] and "quota" in _step(
-            queued[0], "train"
-        ).get("message", "")
+        # "insufficient unused quota", not a passing "quota reserved, waiting for admission checks" of a
+        # workload that Kueue is admitting right now.
+        return sorted(s.get("phase") for s in st.values()) == ["Queued", "Training"] and (
+            "insufficient unused quota" in _step(queued[0], "train").get("message", "")
+        )
 
     st = k.wait(
         lambda: _trainings(k, names), one_runs_one_queued, what="one Training, one Queued", timeout=90

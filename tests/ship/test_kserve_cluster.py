@@ -125,7 +125,13 @@ def test_speculator_on_kserve_with_a_route_under_the_charts_permissions(
         )
         assert rt["spec"]["to"]["name"] == "granite-predictor" and rt["spec"]["host"] == HOST
         assert _get_or_none(kube_api, "apps/v1", "Deployment", "granite-vllm", namespace) is None
-        status = _spd(kube_api, namespace, "granite")["status"]
+        # Status is written after the children are applied: wait for it rather than read once.
+        status = wait_for(
+            lambda: _spd(kube_api, namespace, "granite").get("status"),
+            lambda st: bool(st) and any(c["type"] == "DeploymentReady" for c in st.get("conditions", [])),
+            timeout=60,
+            what="Speculator granite's status",
+        )
         assert _cond(status, "DeploymentReady")["status"] == "Unknown"
 
         # Stand-in for KServe's controller: the InferenceService becomes Ready with an in-cluster URL.
