@@ -75,7 +75,7 @@ SPEC_DESCRIPTORS: dict[str, list[tuple[str, str, list[str]]]] = {
     "SpeculatorTraining": [
         ("verifier.uri", "Verifier model", [TEXT]),
         ("verifier.secretRef.name", "Verifier credentials", [SECRET]),
-        ("algorithm", "Algorithm", _select("eagle3", "eagle")),
+        ("algorithm", "Algorithm", _select("eagle3", "eagle", "dflash")),
         ("training.mode", "Training mode", _select("offline", "online")),
         ("training.epochs", "Epochs", [NUMBER]),
         ("training.numSpeculativeTokens", "Speculative tokens (k)", [NUMBER]),

@@ -267,6 +267,17 @@ SPECULATOR_CASES = [
 ]
 
 TRAINING_CASES = [
+    (
+        "dflash-k-above-block",
+        "spec",
+        {
+            **training_body("valid")["spec"],
+            "algorithm": "dflash",
+            "training": {"numSpeculativeTokens": 8, "dflash": {"blockSize": 8}},
+        },
+        "must be below training.dflash.blockSize",
+    ),
+    ("dflash-block", "spec.training.dflash", {"blockSize": 65}, "should be less than or equal to 64"),
     ("no-datasets", "spec.data.datasets", [], "spec.data.datasets in body should have at least 1 items"),
     ("dataset-uri", "spec.data.datasets", [{"uri": "ftp://x/y"}], "must be hf://org/name"),
     (
@@ -549,3 +560,10 @@ def test_a_benchmark_is_immutable_once_created(kube_api, namespace, operator_crd
         )
     assert info.value.status == 422
     assert "spec is immutable: a benchmark is one run" in json.loads(info.value.body)["message"]
+
+
+def test_a_dflash_training_with_the_recipe_is_accepted(kube_api, namespace, operator_crds):
+    body = _set(training_body("dflash-ok"), "spec.algorithm", "dflash")
+    created = kube_api.create(body, namespace)
+    assert created["spec"]["training"]["dflash"]["blockSize"] == 16  # the schema's default
+    assert "numSpeculativeTokens" not in created["spec"]["training"]  # resolved per algorithm

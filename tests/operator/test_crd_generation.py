@@ -59,8 +59,15 @@ def test_defaults_live_in_the_schema():
         "warmupSteps": 0,
         "tttSteps": 3,
         "loss": "kl",
-        "numLayers": 1,
-        "numSpeculativeTokens": 3,
+        # numLayers and numSpeculativeTokens depend on the algorithm (1 and 3; dflash 5 and blockSize-1):
+        # a structural default cannot, so the operator resolves them (api.training.resolved_*).
+        "dflash": {
+            "blockSize": 16,
+            "maxAnchors": 512,
+            "lossWeighting": "dpace",
+            "decayGamma": 4.0,
+            "dpaceAlpha": 0.5,
+        },
         "nodes": 1,
         "gpusPerNode": 1,
         "seed": 42,

@@ -60,6 +60,15 @@ TRAININGS: dict[str, dict[str, Any]] = {
         "training": {"gpusPerNode": 8},
         "output": {"hub": {"repo": "org/llama-eagle", "secretRef": {"name": "hf"}}},
     },
+    "dflash-recipe": {"algorithm": "dflash"},
+    "dflash-tuned": {
+        "algorithm": "dflash",
+        "training": {
+            "numLayers": 3,
+            "numSpeculativeTokens": 6,
+            "dflash": {"blockSize": 8, "maskTokenId": 151669, "lossWeighting": "fixed-exp-decay"},
+        },
+    },
 }
 
 
@@ -136,3 +145,40 @@ def test_speculator_fetch_and_resolve_commands_parse():
             if argv is not None:
                 parsed.append(_parse(argv).command)
     assert "inspect" in parsed and parsed.count("fetch") >= 3
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        (
+            "dflash-recipe",
+            {"block_size": 16, "num_layers": 5, "num_speculative_tokens": 15, "mask_token_id": None},
+        ),
+        (
+            "dflash-tuned",
+            {"block_size": 8, "num_layers": 3, "num_speculative_tokens": 6, "mask_token_id": 151669},
+        ),
+    ],
+)
+def test_a_dflash_training_trains_and_evaluates_blocks(case, expected):
+    ctx = TrainingContext.of(training("llama", **TRAININGS[case]), IMAGES)
+    hashes = step_hashes(ctx)
+    train = _parse(_speculators_argv(_containers(_step_pod(step_job(ctx, "train", hashes["train"])))[-1]))
+    assert train.algorithm == "dflash"
+    assert {key: getattr(train, key) for key in expected} == expected
+    assert train.dflash_loss_weighting == ("fixed-exp-decay" if case == "dflash-tuned" else "dpace")
+    evaluation = _parse(_speculators_argv(_containers(_step_pod(step_job(ctx, "eval", hashes["eval"])))[-1]))
+    # Evaluated at the served k, never drafting more than a block holds.
+    assert evaluation.num_speculative_tokens == expected["num_speculative_tokens"]
+    assert evaluation.max_speculative_tokens == max(
+        min(8, expected["block_size"] - 1), expected["num_speculative_tokens"]
+    )
+
+
+def test_an_eagle3_trainings_step_hashes_do_not_move_with_the_new_defaults():
+    """Objects stored under the older CRD carry numLayers 1 and numSpeculativeTokens 3; new ones omit
+    them: both hash alike, so an operator upgrade re-runs no finished step."""
+    stored = training("llama", training={"numLayers": 1, "numSpeculativeTokens": 3})
+    fresh = training("llama")
+    assert "numLayers" not in fresh["spec"]["training"]
+    assert step_hashes(TrainingContext.of(stored, IMAGES)) == step_hashes(TrainingContext.of(fresh, IMAGES))

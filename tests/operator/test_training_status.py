@@ -322,3 +322,15 @@ def test_a_trainjob_reads_as_a_step() -> None:
     failed = {"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "jobset failed"}
     observed = observe_step(trainjob([failed], failed=1), [])
     assert observed.state == "Failed" and observed.failure_text() == "jobset failed"
+
+
+def test_a_dflash_training_outputs_a_dflash_draft_with_its_blocks_k():
+    body = training(algorithm="dflash", training={"mode": "online"})  # online: prepare, then train
+    train_job, train_pods = _done(body, "train", TRAIN_SUMMARY)
+    prepare_job, _ = _done(body, "prepare")
+    plan = _run(body, {"prepare": prepare_job, "train": train_job}, train_pods)
+    assert plan.status["output"] == {
+        "uri": "pvc://llama-workspace/llama/model",
+        "method": "dflash",
+        "numSpeculativeTokens": 15,  # the whole recipe block of 16
+    }

@@ -114,6 +114,26 @@ class DatagenSpec(K8sModel):
     )
 
 
+class DFlashParams(K8sModel):
+    """DFlash training (algorithm dflash), upstream speculators 0.9.0's recipe as defaults."""
+
+    block_size: int = Field(
+        default=16, description="Tokens per block; a block drafts blockSize - 1 of them.", ge=2, le=64
+    )
+    mask_token_id: int | None = Field(
+        default=None,
+        description="The MASK token id (default: the verifier vocabulary's last id, a reserved token).",
+        ge=0,
+    )
+    max_anchors: int = Field(default=512, description="Blocks per packed training row.", ge=1, le=65536)
+    loss_weighting: Literal["dpace", "fixed-exp-decay"] = Field(
+        default="dpace",
+        description="Per-position weight of the CE loss: D-PACE, or exp(-(j-1)/decayGamma).",
+    )
+    decay_gamma: float = Field(default=4.0, description="fixed-exp-decay's gamma.", gt=0, le=1000)
+    dpace_alpha: float = Field(default=0.5, description="D-PACE's smoothing constant.", gt=0, le=1)
+
+
 class TrainingParams(K8sModel):
     """The draft model and its training run (speculators train)."""
 
@@ -144,10 +164,22 @@ class TrainingParams(K8sModel):
         ge=1,
         le=4194304,
     )
-    num_layers: int = Field(default=1, description="Decoder layers of the draft.", ge=1, le=16)
-    num_speculative_tokens: int = Field(
-        default=3, description="k written into the draft's config and used for evaluation.", ge=1, le=16
+    num_layers: int | None = Field(
+        default=None,
+        description="Decoder layers of the draft (default 1; 5 for algorithm dflash).",
+        ge=1,
+        le=16,
     )
+    num_speculative_tokens: int | None = Field(
+        default=None,
+        description=(
+            "k written into the draft's config and used for evaluation (default 3; dflash: the whole block, "
+            "dflash.blockSize - 1, at most 16)."
+        ),
+        ge=1,
+        le=16,
+    )
+    dflash: DFlashParams = Field(default_factory=DFlashParams, description="algorithm dflash only.")
     nodes: int = Field(default=1, description="Nodes; >1 runs an Indexed Job with torchrun.", ge=1, le=128)
     gpus_per_node: int = Field(
         default=1, description="GPUs per node (torchrun processes per node).", ge=1, le=16
@@ -355,7 +387,8 @@ class DeploySpec(ServingSpec):
 
 
 EAGLE_SHAPE_RULE = rule(
-    "self.algorithm != 'eagle' || (!has(self.training.draftVocabSize) && self.training.numLayers == 1)",
+    "self.algorithm != 'eagle' || (!has(self.training.draftVocabSize) && "
+    "(!has(self.training.numLayers) || self.training.numLayers == 1))",
     "algorithm eagle (EAGLE-1/HASS) has one decoder layer over the verifier's whole vocabulary: "
     "remove training.draftVocabSize and set training.numLayers to 1, or use algorithm eagle3",
     field_path=".algorithm",
@@ -373,10 +406,11 @@ class TrainingTemplateSpec(K8sModel):
         ),
     )
 
-    algorithm: Literal["eagle3", "eagle"] = Field(
+    algorithm: Literal["eagle3", "eagle", "dflash"] = Field(
         default="eagle3",
-        description="Draft architecture: eagle3 (EAGLE-3, train-time test), or eagle (EAGLE-1 format with "
-        "HASS's fusion bias and context alignment; one layer, the verifier's vocabulary).",
+        description="Draft architecture: eagle3 (EAGLE-3, train-time test); eagle (EAGLE-1 format with "
+        "HASS's fusion bias and context alignment; one layer, the verifier's vocabulary); or dflash (a "
+        "block of tokens per pass, served by vLLM as method dflash).",
     )
     data: DataSpec | None = Field(
         default=None,
@@ -408,11 +442,34 @@ class TrainingTemplateSpec(K8sModel):
     )
 
 
+DFLASH_K_RULE = rule(
+    "self.algorithm != 'dflash' || !has(self.training.numSpeculativeTokens) || "
+    "self.training.numSpeculativeTokens < self.training.dflash.blockSize",
+    "training.numSpeculativeTokens must be below training.dflash.blockSize: a DFlash block drafts "
+    "blockSize - 1 tokens",
+    field_path=".training.numSpeculativeTokens",
+)
+
+
+def resolved_num_layers(spec: TrainingTemplateSpec) -> int:
+    """training.numLayers, or the algorithm's default (DFlash: upstream's recipe, 5)."""
+    return spec.training.num_layers or (5 if spec.algorithm == "dflash" else 1)
+
+
+def resolved_k(spec: TrainingTemplateSpec) -> int:
+    """training.numSpeculativeTokens, or the algorithm's default (DFlash: the whole block)."""
+    if spec.training.num_speculative_tokens is not None:
+        return spec.training.num_speculative_tokens
+    # A Speculator drafts at most 16 tokens per step.
+    return min(spec.training.dflash.block_size - 1, 16) if spec.algorithm == "dflash" else 3
+
+
 class SpeculatorTrainingSpec(TrainingTemplateSpec):
     """Desired state of a SpeculatorTraining."""
 
     __cel__ = (
         EAGLE_SHAPE_RULE,
+        DFLASH_K_RULE,
         rule(
             "self.algorithm != 'eagle' || !has(self.deploy)",
             "deploy needs algorithm eagle3: vLLM 0.33 cannot serve the legacy EAGLE-1/HASS format that "

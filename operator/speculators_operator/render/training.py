@@ -10,7 +10,7 @@ from typing import Any
 
 from speculators_core.sources import parse_source
 from speculators_operator import constants as c
-from speculators_operator.api.training import SpeculatorTrainingSpec
+from speculators_operator.api.training import SpeculatorTrainingSpec, resolved_k, resolved_num_layers
 from speculators_operator.render import common as r
 from speculators_operator.render import trainjob
 
@@ -98,12 +98,17 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
     training = spec.training.wire()
     for key in ("resources", "maxRetries"):
         training.pop(key, None)
+    # Resolved defaults, and the dflash block only for dflash: the hash of an eagle3 training stays what
+    # it was when numLayers and numSpeculativeTokens had schema defaults (no re-run on an upgrade).
+    training.update(numLayers=resolved_num_layers(spec), numSpeculativeTokens=resolved_k(spec))
+    if spec.algorithm != "dflash":
+        training.pop("dflash", None)
     hashes["train"] = r.spec_hash({"after": previous, "algorithm": spec.algorithm, "training": training})
     hashes["eval"] = r.spec_hash(
         {
             "after": hashes["train"],
             "maxSamples": spec.evaluation.max_samples,
-            "k": spec.training.num_speculative_tokens,
+            "k": resolved_k(spec),
             "maxK": eval_max_k(spec),
             "promptSet": prompt_set_path(ctx),
         }
@@ -119,8 +124,12 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
 
 
 def eval_max_k(spec: SpeculatorTrainingSpec) -> int:
-    """Tokens drafted per step in evaluation: never fewer than the draft's own k."""
-    return max(spec.evaluation.max_speculative_tokens, spec.training.num_speculative_tokens)
+    """Tokens drafted per step in evaluation: never fewer than the draft's own k (a DFlash draft: never
+    more than a block drafts)."""
+    k = resolved_k(spec)
+    if spec.algorithm == "dflash":
+        return max(min(spec.evaluation.max_speculative_tokens, spec.training.dflash.block_size - 1), k)
+    return max(spec.evaluation.max_speculative_tokens, k)
 
 
 def _slug(text: str) -> str:
@@ -325,7 +334,20 @@ def _train_args(ctx: TrainingContext, verifier: str) -> list[str]:
     ]
     if t.draft_vocab_size is not None:
         args += ["--draft-vocab-size", str(t.draft_vocab_size)]
-    args += ["--num-layers", str(t.num_layers), "--num-speculative-tokens", str(t.num_speculative_tokens)]
+    spec = ctx.spec
+    args += [
+        "--num-layers",
+        str(resolved_num_layers(spec)),
+        "--num-speculative-tokens",
+        str(resolved_k(spec)),
+    ]
+    if spec.algorithm == "dflash":
+        d = t.dflash
+        args += ["--block-size", str(d.block_size), "--max-anchors", str(d.max_anchors)]
+        args += ["--dflash-loss-weighting", d.loss_weighting, "--dflash-decay-gamma", _num(d.decay_gamma)]
+        args += ["--dpace-alpha", _num(d.dpace_alpha)]
+        if d.mask_token_id is not None:
+            args += ["--mask-token-id", str(d.mask_token_id)]
     if t.checkpoint_every_steps is not None:
         args += ["--checkpoint-every-steps", str(t.checkpoint_every_steps)]
     args += ["--seed", str(t.seed)]
@@ -395,7 +417,7 @@ def _eval(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[s
         "--data",
         ctx.dir("data"),
         "--num-speculative-tokens",
-        str(spec.training.num_speculative_tokens),
+        str(resolved_k(spec)),
         "--max-speculative-tokens",
         str(eval_max_k(spec)),
         "--prompt-set",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_operator import constants as c
+from speculators_operator.api.training import resolved_k
 from speculators_operator.render import common as render_common
 from speculators_operator.render import training as render
 from speculators_operator.status import promotion as gate
@@ -229,7 +230,7 @@ def derive_training(
         output.update(
             uri=ctx.artifact_uri,
             method=spec.algorithm,
-            numSpeculativeTokens=spec.training.num_speculative_tokens,
+            numSpeculativeTokens=resolved_k(spec),
         )
     else:
         output = {}
