@@ -1,4 +1,4 @@
-"""`speculators convert SRC --verifier V --algorithm eagle3|eagle [--output DIR] [--validate]`."""
+"""`speculators convert SRC --verifier V --algorithm eagle3|eagle|dflash [--output DIR] [--validate]`."""
 
 from __future__ import annotations
 
@@ -24,13 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "source", metavar="SRC", help="checkpoint directory, weight file (.safetensors/.bin) or hub id"
     )
     parser.add_argument("--verifier", required=True, metavar="V", help="verifier directory or hub id")
-    parser.add_argument("--algorithm", required=True, choices=("eagle3", "eagle"), help="source algorithm")
+    parser.add_argument(
+        "--algorithm", required=True, choices=("eagle3", "eagle", "dflash"), help="source algorithm"
+    )
     parser.add_argument(
         "--output", metavar="DIR", help="output directory (default: ./<SRC name>-<algorithm>)"
     )
     parser.add_argument("--validate", action="store_true", help="load the result and run a forward pass")
     parser.add_argument(
-        "--speculative-tokens", type=int, default=3, metavar="K", help="k written to the config"
+        "--speculative-tokens",
+        type=int,
+        metavar="K",
+        help="k written to the config (default 3; dflash block-1)",
     )
     parser.add_argument(
         "--norm-before-residual",
@@ -45,8 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="eagle3: later steps are fed the post-norm state (default: from the source config, else false)",
     )
     parser.add_argument(
-        "--aux-layer-ids", type=layer_ids_arg, metavar="I,J,K", help="eagle3: verifier aux layer ids"
+        "--aux-layer-ids",
+        type=layer_ids_arg,
+        metavar="I,J,K",
+        help="eagle3, dflash: verifier aux layer ids (dflash default: z-lab's target_layer_ids + 1)",
     )
+    parser.add_argument("--mask-token-id", type=int, help="dflash: the MASK token (default: dflash_config's)")
     parser.add_argument(
         "--ignore-tensor",
         action="append",
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             norm_output=args.norm_output,
             aux_layer_ids=args.aux_layer_ids,
             ignore_tensors=args.ignore_tensor,
+            mask_token_id=args.mask_token_id,
             overwrite=args.overwrite,
             revision=args.revision,
             verifier_revision=args.verifier_revision,
@@ -107,10 +117,9 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         out.write(f"  note: {note}\n")
     if report.validation:
-        out.write(
-            f"  validated: forward ok ({report.validation['ttt_steps']} steps, "
-            f"{report.validation['borrowed_tensors']})\n"
-        )
+        v = report.validation
+        shape = f"{v['ttt_steps']} steps" if "ttt_steps" in v else f"blocks of {v['block_size']}"
+        out.write(f"  validated: forward ok ({shape}, {v['borrowed_tensors']})\n")
     out.write(f"inspect it with: speculators inspect {report.output}\n")
     write_summary(args.summary_path, report.summary())
     return int(ExitCode.OK)

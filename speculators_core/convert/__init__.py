@@ -4,6 +4,7 @@
 
 algorithm "eagle3": SafeAILab/SpecForge (`midlayer.*`) and NVIDIA Model-Optimizer EAGLE-3 exports.
 algorithm "eagle":  EAGLE-1/EAGLE-2/HASS research checkpoints (legacy `eagle`; vLLM 0.33 cannot serve it).
+algorithm "dflash": z-lab DFlash checkpoints (`dflash_config` in config.json; the body as DFlashDraftModel).
 
 Inputs: a directory or weight file (.safetensors, sharded safetensors + index, .bin, sharded .bin) or a hub
 id. The result is written to a temporary directory next to `output`, checked by loading it (and, with
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from speculators_core.convert.common import Verifier, cast_floats, main_float_dtype, unexpected_error
+from speculators_core.convert.dflash import DFlashOptions, plan_dflash
 from speculators_core.convert.eagle import EagleOptions, plan_eagle
 from speculators_core.convert.eagle3 import Eagle3Options, plan_eagle3
 from speculators_core.convert.report import ConversionReport
@@ -31,7 +33,7 @@ from speculators_core.models import MODEL_CLASSES
 from speculators_core.models.base import DraftModel
 from speculators_core.models.weights import WEIGHTS_NAME, atomic_directory, save_safetensors
 
-ALGORITHMS = ("eagle3", "eagle")
+ALGORITHMS = ("eagle3", "eagle", "dflash")
 
 
 def convert_checkpoint(
@@ -41,11 +43,12 @@ def convert_checkpoint(
     output: str | os.PathLike[str],
     *,
     validate: bool = False,
-    speculative_tokens: int = 3,
+    speculative_tokens: int | None = None,
     norm_before_residual: bool | None = None,
     norm_output: bool | None = None,
     aux_layer_ids: Sequence[int] | None = None,
     ignore_tensors: Sequence[str] = (),
+    mask_token_id: int | None = None,
     overwrite: bool = False,
     revision: str | None = None,
     verifier_revision: str | None = None,
@@ -59,7 +62,7 @@ def convert_checkpoint(
         raise FormatError(
             f"algorithm {algorithm!r} is not supported for conversion; allowed: {', '.join(ALGORITHMS)}"
         )
-    if speculative_tokens < 1:
+    if speculative_tokens is not None and speculative_tokens < 1:
         raise FormatError(f"speculative_tokens must be >= 1, got {speculative_tokens}")
     out_dir = Path(output)
     # Refuse a non-empty output before doing any work.
@@ -71,17 +74,26 @@ def convert_checkpoint(
     ver = Verifier.read(str(verifier), revision=verifier_revision)
     ckpt = read_checkpoint(source, revision=revision)
     report = ConversionReport(source=str(source), algorithm=algorithm)
-    config, state = _plan(
-        ckpt,
-        ver,
-        algorithm,
-        report,
-        speculative_tokens,
-        norm_before_residual,
-        norm_output,
-        aux_layer_ids,
-        ignore_tensors,
-    )
+    if algorithm == "dflash":
+        opts = DFlashOptions(
+            speculative_tokens=speculative_tokens,
+            aux_layer_ids=list(aux_layer_ids) if aux_layer_ids is not None else None,
+            mask_token_id=mask_token_id,
+            ignore_tensors=tuple(ignore_tensors),
+        )
+        config, state = plan_dflash(ckpt, ver, opts, report)
+    else:
+        config, state = _plan(
+            ckpt,
+            ver,
+            algorithm,
+            report,
+            speculative_tokens or 3,
+            norm_before_residual,
+            norm_output,
+            aux_layer_ids,
+            ignore_tensors,
+        )
     state = cast_floats(state, main_float_dtype(ckpt.state))
     _check_against_model(config, state, source=str(ckpt.directory))
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:

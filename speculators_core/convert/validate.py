@@ -9,7 +9,7 @@ import torch
 
 from speculators_core.convert.common import Verifier
 from speculators_core.format.errors import CheckpointError
-from speculators_core.models import Eagle3DraftModel, EagleDraftModel, load_draft_model
+from speculators_core.models import DFlashDraftModel, Eagle3DraftModel, EagleDraftModel, load_draft_model
 
 
 def validate_checkpoint(
@@ -34,6 +34,8 @@ def validate_checkpoint(
         elif isinstance(model, Eagle3DraftModel):
             model.set_embeddings(embed if embed is not None else torch.randn_like(model.embed_tokens.weight))
             borrowed = "verifier embeddings" if embed is not None else "random embeddings"
+    if isinstance(model, DFlashDraftModel):
+        return _validate_dflash(directory, model, verifier, seq_len, seed)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     vocab = int(model.vocab_size)
@@ -58,6 +60,48 @@ def validate_checkpoint(
         "ttt_steps": steps,
         "seq_len": seq_len,
         "hidden_width": width,
+        "borrowed_tensors": borrowed,
+        "draft_tokens": proposal.token_ids[0].tolist(),
+    }
+
+
+def _validate_dflash(
+    directory: Path, model: DFlashDraftModel, verifier: Verifier, seq_len: int, seed: int
+) -> dict[str, Any]:
+    """A block forward at a few anchors and one drafted block, on random states of the verifier's shape."""
+    borrowed = "stored in the checkpoint"
+    if model.needs_verifier():
+        embed, head = verifier.tensor("embed"), verifier.tensor("lm_head")
+        if embed is not None and head is not None:
+            model.set_verifier_tensors(embed, head)
+            borrowed = "verifier weights"
+        else:
+            model.set_verifier_tensors(
+                torch.randn_like(model.embed_tokens.weight),
+                torch.randn(model.vocab_size, model.config.hidden_size),
+            )
+            borrowed = f"random (verifier weights not readable: {verifier.unavailable_reason})"
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    length = max(seq_len, model.block_size + 2)
+    input_ids = torch.randint(0, model.vocab_size, (1, length), generator=gen)
+    hidden = torch.randn(1, length, model.fc.in_features, generator=gen)
+    anchors = torch.tensor([[1, length - model.block_size]])
+    with torch.no_grad():
+        logits = model(input_ids, hidden, anchors)
+        proposal = model.propose(input_ids, hidden)
+    if (
+        tuple(logits.shape) != (1, 2 * model.block_size, model.draft_vocab_size)
+        or not torch.isfinite(logits).all()
+    ):
+        raise CheckpointError(f"{directory}: block logits {list(logits.shape)} are malformed or non-finite")
+    if int(proposal.token_ids.max()) >= model.vocab_size or int(proposal.token_ids.min()) < 0:
+        raise CheckpointError(f"{directory}: drafted token ids fall outside the verifier vocabulary")
+    return {
+        "ok": True,
+        "block_size": model.block_size,
+        "seq_len": length,
+        "hidden_width": model.fc.in_features,
         "borrowed_tensors": borrowed,
         "draft_tokens": proposal.token_ids[0].tolist(),
     }

@@ -173,3 +173,73 @@ def test_vllm_parses_ours_as_dflash(run_snippet, verifier: Path, tmp_path: Path)
         "causal": True,
     }
     assert sampled["pretrained"]["dflash_config"]["sample_from_anchor"] is True
+
+
+def write_zlab(directory: Path, model: DFlashDraftModel, *, fused_qkv: bool = False) -> Path:
+    """A research DFlash checkpoint in z-lab's layout (built here from a model whose weights we know):
+    the draft's Qwen3 config plus dflash_config (decoder-layer target ids), the body's weights only."""
+    directory.mkdir(parents=True)
+    layer = model.config.transformer_layer_config.model_dump(mode="json")
+    config = {
+        **layer,
+        "architectures": ["DFlashDraftModel"],
+        "block_size": model.block_size,
+        "dflash_config": {
+            "mask_token_id": model.config.mask_token_id,
+            "target_layer_ids": [i - 1 for i in model.config.aux_hidden_state_layer_ids],
+        },
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    state = {k: v.contiguous() for k, v in model.persistent_state().items()}
+    if fused_qkv:
+        for name in [k for k in state if k.endswith("self_attn.q_proj.weight")]:
+            base = name.removesuffix("q_proj.weight")
+            state[f"{base}qkv_proj.weight"] = torch.cat(
+                [state.pop(f"{base}{p}_proj.weight") for p in ("q", "k", "v")]
+            )
+    save_file(state, str(directory / "model.safetensors"))
+    return directory
+
+
+def test_a_zlab_checkpoint_converts_as_upstream_converts_it(
+    run_snippet, verifier: Path, tmp_path: Path
+) -> None:
+    vc = json.loads((verifier / "config.json").read_text())
+    config = build_dflash_config(
+        vc, verifier_name_or_path=str(verifier), mask_token_id=MASK, num_layers=2, block_size=8,
+        aux_layer_ids=AUX, sliding_window=None,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    source_model = DFlashDraftModel(config)
+    source_model.attach_verifier(verifier)
+    source_model.eval()
+    from speculators_core.convert import convert_checkpoint
+
+    data = _inputs(tmp_path / "in.safetensors")
+    expected = _ours(source_model, data)
+    for fused in (False, True):
+        zlab = write_zlab(tmp_path / f"zlab-{fused}", source_model, fused_qkv=fused)
+        report = convert_checkpoint(zlab, verifier, "dflash", tmp_path / f"ours-{fused}", validate=True)
+        assert report.validation and report.validation["ok"] and report.variant == "z-lab"
+        ours = load_draft_model(tmp_path / f"ours-{fused}", verifier=verifier)
+        assert ours.config.aux_hidden_state_layer_ids == AUX and ours.config.speculative_tokens == 7
+        torch.testing.assert_close(_ours(ours, data), expected)
+    run_snippet(
+        "upstream_convert_dflash",
+        {
+            "source": str(tmp_path / "zlab-False"),
+            "verifier": str(verifier),
+            "output": str(tmp_path / "theirs"),
+        },
+    )
+    theirs = load_draft_model(tmp_path / "theirs", verifier=verifier)
+    torch.testing.assert_close(_ours(theirs, data), expected)
+    mine, upstream = load_config(tmp_path / "ours-False"), load_config(tmp_path / "theirs")
+    for key in (
+        "block_size",
+        "mask_token_id",
+        "aux_hidden_state_layer_ids",
+        "draft_vocab_size",
+        "speculative_tokens",
+    ):
+        assert getattr(mine, key) == getattr(upstream, key), key

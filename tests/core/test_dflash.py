@@ -195,3 +195,25 @@ def test_dflash2_is_served_as_dflash_with_its_own_defaults(verifier: Path) -> No
     assert type(parsed).__name__ == "DFlash2Config" and parsed.sliding_window_non_causal is True
     assert (parsed.conv_kernel_size, parsed.selector_top_k) == (2, 16)
     assert parsed.to_dict()["architectures"] == ["DFlash2DraftModel"]
+
+
+def test_converting_a_research_checkpoint_names_what_is_missing(
+    verifier: Path, tmp_path: Path, capsys
+) -> None:
+    from safetensors.torch import save_file
+
+    m = model(verifier)
+    src = tmp_path / "zlab"
+    src.mkdir()
+    layer = m.config.transformer_layer_config.model_dump(mode="json")
+    (src / "config.json").write_text(
+        json.dumps({**layer, "block_size": 8, "dflash_config": {"mask_token_id": MASK}})
+    )
+    save_file({k: v.contiguous() for k, v in m.persistent_state().items()}, str(src / "model.safetensors"))
+    base = ["convert", str(src), "--verifier", str(verifier), "--algorithm", "dflash"]
+    assert main([*base, "--output", str(tmp_path / "a")]) == 2
+    assert "no dflash_config.target_layer_ids; pass --aux-layer-ids" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "b"), "--aux-layer-ids", "1,4,7", "--validate"]) == 0
+    converted = load_draft_model(tmp_path / "b", verifier=verifier)
+    ids, hs = _data()
+    torch.testing.assert_close(converted(ids, hs, torch.tensor([[9]])), m(ids, hs, torch.tensor([[9]])))
