@@ -325,7 +325,9 @@ class Trainer:
                     for g, cpu_batch in enumerate(micro):
                         last_micro = j == len(rows) - 1 and g == len(micro) - 1
                         with no_sync(self.model, not last_micro):
-                            seed = (cfg.seed, state.step, env.rank, j, g)  # anchors: same on a resume
+                            # Anchors keyed by the row of the global batch: the same on a resume and
+                            # whatever the world size.
+                            seed = (cfg.seed, state.step, env.rank + j * env.world_size, g)
                             loss, m = self._step(self.model, self._on_device(cpu_batch), counts, seed)
                             (loss / len(rows)).backward()
                         window.add(m)

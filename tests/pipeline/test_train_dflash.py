@@ -13,7 +13,7 @@ import torch
 from speculators_core.train.dflash import position_weights, select_rows, slot_layout
 
 from .conftest import cli, cli_subprocess, read_json
-from .test_train import _run_until_checkpoint, weights
+from .test_train import _run_until_checkpoint, max_diff, weights
 
 BLOCK = 8
 
@@ -89,6 +89,37 @@ def test_online_and_resume(stack, prepared, hidden_states, tmp_path):
     assert any(e["event"] == "resume" and e["step"] == 3 for e in events)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same anchors and order after the resume
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_processes_train_like_one(stack, prepared, hidden_states, tmp_path, fsdp):
+    """DDP or FSDP2 over two CPU processes (torchrun, gloo) ends where one process with the same global
+    batch does: each packed row draws the same anchors whichever rank trains it."""
+    extra = ["--hidden-states", hidden_states, "--max-steps", 3, "--batch-rows", 2, "--save-dtype", "float32"]
+    extra += ["--fsdp"] if fsdp else []
+    one = [
+        "train",
+        *_common(stack, prepared, *extra),
+        "--output",
+        tmp_path / "one",
+        "--checkpoint-dir",
+        tmp_path / "c1",
+    ]
+    cli(*one)
+    two = [
+        "train",
+        *_common(stack, prepared, *extra),
+        "--output",
+        tmp_path / "two",
+        "--checkpoint-dir",
+        tmp_path / "c2",
+    ]
+    proc = cli_subprocess(
+        *two, "--summary-path", tmp_path / "s.json", env={"NNODES": "1", "NPROC_PER_NODE": "2"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_json(tmp_path / "s.json")["world_size"] == 2
+    assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
 
 
 def test_anchor_and_slot_layout():
