@@ -186,8 +186,12 @@ def upstream_train(
     ttt_steps: int,
     threads: int,
     max_steps: int | None = None,
+    dflash: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Run, Path]:
-    """Upstream's trainer with our settings (AdamW, cosine, eager loss, sdpa) -> (result, run, final dir)."""
+    """Upstream's trainer with our settings (AdamW, cosine, eager loss, sdpa) -> (result, run, final dir).
+
+    `dflash` ({block_size, num_layers, max_anchors, mask_token_id, target_layer_ids}): train upstream's
+    DFlash (its defaults otherwise: CE with D-PACE weights) instead of EAGLE-3."""
     if not UPSTREAM_PYTHON.exists():
         raise RuntimeError(
             f"{UPSTREAM_PYTHON} is missing: run `make compat` (or set SPECULATORS_UPSTREAM_PYTHON)"
@@ -222,10 +226,17 @@ def upstream_train(
         total_seq_len,
         "--draft-vocab-size",
         draft_vocab_size,
-        "--ttt-steps",
-        ttt_steps,
-        "--loss-fn",
-        "kl_div",
+        *(
+            ("--ttt-steps", ttt_steps, "--loss-fn", "kl_div", "--num-layers", 1)
+            if dflash is None
+            else (
+                *("--speculator-type", "dflash", "--block-size", dflash["block_size"]),
+                *("--num-layers", dflash["num_layers"], "--max-anchors", dflash["max_anchors"]),
+                *("--mask-token-id", dflash["mask_token_id"], "--loss-fn", "ce"),
+                "--target-layer-ids",
+                *dflash["target_layer_ids"],
+            )
+        ),
         "--loss-implementation",
         "eager",
         "--draft-attn-impl",
@@ -240,8 +251,6 @@ def upstream_train(
         seed,
         "--on-missing",
         "raise",
-        "--num-layers",
-        1,
     ]
     if max_steps is not None:
         cmd += ["--max-steps", max_steps]

@@ -29,18 +29,22 @@ def main(argv: list[str]) -> None:
     dist_mod.get_local_rank = lambda: "cpu"  # type: ignore[assignment]
     trainer_mod.get_local_rank = lambda: "cpu"  # type: ignore[assignment]
 
+    from speculators.models.dflash.core import DFlashDraftModel
     from speculators.models.eagle3.core import Eagle3DraftModel
 
     counters = {"tokens": 0, "train_seconds": 0.0, "steps": 0}
-    original_forward = Eagle3DraftModel.forward
 
-    def counting_forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if self.training:
-            counters["tokens"] += int((kwargs["document_ids"] != -1).sum())
-            counters["steps"] += 1
-        return original_forward(self, *args, **kwargs)
+    def counting(original):  # type: ignore[no-untyped-def]
+        def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.training:
+                counters["tokens"] += int((kwargs["document_ids"] != -1).sum())
+                counters["steps"] += 1
+            return original(self, *args, **kwargs)
 
-    Eagle3DraftModel.forward = counting_forward  # type: ignore[method-assign]
+        return forward
+
+    for cls in (Eagle3DraftModel, DFlashDraftModel):
+        cls.forward = counting(cls.forward)  # type: ignore[method-assign]
     original_epoch = trainer_mod.Trainer.train_epoch
 
     def timed_epoch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
