@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--skip-eagle", action="store_true", help="skip the EAGLE-1/HASS run of our trainer")
     ap.add_argument("--skip-dflash", action="store_true", help="skip the DFlash runs (ours and upstream's)")
+    ap.add_argument("--skip-eagle3", action="store_true", help="skip the EAGLE-3 runs (ours and upstream's)")
     ap.add_argument("--dflash-block", type=int, default=8, help="DFlash block size (k = block - 1)")
     ap.add_argument("--dflash-layers", type=int, default=2)
     ap.add_argument("--dflash-anchors", type=int, default=128, help="DFlash anchors per packed row")
@@ -105,7 +106,7 @@ def main() -> None:
         data_path = WORK / f"upstream-data-{prepared.parent.name}"
         ratio = export_for_upstream(prepared, hs, data_path)
         token_freq_for_upstream(prepared, data_path)
-    for seed in seeds:
+    for seed in [] if args.skip_eagle3 else seeds:
         d = out / f"ours-{seed}"
         r = speculators(
             "train",

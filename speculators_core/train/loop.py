@@ -60,7 +60,8 @@ class Trainer:
         self.device = env.device
         # FSDP runs collectives in every forward: all ranks must run the same number of micro-batches,
         # which only the packed layout (one per row) guarantees.
-        self.row_layout = "packed" if cfg.fsdp else cfg.row_layout
+        # DFlash draws --max-anchors per packed row (upstream's budget), so it always trains on packed rows.
+        self.row_layout = "packed" if cfg.fsdp or cfg.algorithm == "dflash" else cfg.row_layout
         if cfg.precision == "auto":
             self.compute_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
