@@ -114,10 +114,8 @@ def baseline_deployment(
     ctx: BenchmarkContext, speculator: dict[str, Any], draft: rs.ResolvedDraft
 ) -> dict[str, Any]:
     """The Speculator's Deployment by its own renderer, without the draft; owned by the benchmark."""
-    spec_ctx = rs.SpeculatorContext.of(speculator, ctx.images)
-    spec_ctx = rs.SpeculatorContext(
-        body=speculator, spec=_without_speculation(spec_ctx.spec), images=ctx.images
-    )
+    served = SpeculatorSpec.model_validate(speculator.get("spec") or {})
+    spec_ctx = rs.SpeculatorContext(body=speculator, spec=_without_speculation(served), images=ctx.images)
     dep = copy.deepcopy(rs.deployment(spec_ctx, draft))
     name = ctx.baseline_name
     labels = _labels(ctx, BASELINE, name)

@@ -145,8 +145,9 @@ def derive_benchmark(body: dict[str, Any], observed: BenchmarkObserved, images: 
         phase = "WaitingForSpeculator"
     else:
         assert speculator is not None or job is not None
-        if speculator is not None:
-            spec_ctx = rs.SpeculatorContext.of(speculator, images)
+        # The Speculator parsed once: its port, URL, served name and spec all come from it.
+        spec_ctx = rs.SpeculatorContext.of(speculator, images) if speculator is not None else None
+        if speculator is not None and spec_ctx is not None:
             port = spec_ctx.spec.vllm.port
             status["speculatorUrl"] = rs.service_url(spec_ctx)
             status["draft"] = ((speculator.get("status") or {}).get("draft") or {}).get("uri")
@@ -161,14 +162,14 @@ def derive_benchmark(body: dict[str, Any], observed: BenchmarkObserved, images: 
         else:
             base_cond = Cond("BaselineReady", "True", "External", f"baseline {spec.baseline.url}")
         if job is None:
-            if base_cond.status == "True" and speculator is not None:
+            if base_cond.status == "True" and spec_ctx is not None:
                 plan.create.append(
                     render.benchmark_job(
                         ctx,
-                        rs.SpeculatorContext.of(speculator, images).spec,
+                        spec_ctx.spec,
                         speculator_url=status["speculatorUrl"],
                         baseline_url=status["baselineUrl"],
-                        model=rs.SpeculatorContext.of(speculator, images).served_model_name,
+                        model=spec_ctx.served_model_name,
                     )
                 )
                 phase = "Running"
