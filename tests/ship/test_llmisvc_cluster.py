@@ -94,7 +94,13 @@ def test_speculator_on_an_llm_inference_service_under_the_charts_permissions(
         assert obj["metadata"]["annotations"]["openshift.io/display-name"] == "Granite + EAGLE-3"
         assert obj["spec"]["model"]["uri"] == "hf://ibm-granite/granite-3.3-8b-instruct"
         assert _get_or_none(kube_api, "apps/v1", "Deployment", "granite-vllm", namespace) is None
-        status = _spd(kube_api, namespace, "granite")["status"]
+        # Status is written after the children are applied: wait for it rather than read once.
+        status = wait_for(
+            lambda: _spd(kube_api, namespace, "granite").get("status"),
+            lambda st: bool(st) and any(c["type"] == "DeploymentReady" for c in st.get("conditions", [])),
+            timeout=60,
+            what="Speculator granite's status",
+        )
         ready = next(c for c in status["conditions"] if c["type"] == "DeploymentReady")
         assert ready["status"] == "Unknown"
 
