@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-operator,ml,dev}
+EXTRAS=${EXTRAS:-operator,ml,report,dev}
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   for c in python3.13 python3.12 python3.11 python3; do

@@ -183,7 +183,8 @@ def _table(summary: SpeedupSummary) -> str:
     return f'<table id="numbers">{head}{"".join(rows)}</table>'
 
 
-def _headline(summary: SpeedupSummary) -> str:
+def headline(summary: SpeedupSummary) -> str:
+    """The report's one-sentence finding (plain text; the page escapes it)."""
     if summary.speedup_at_lowest_rate is None:
         return "The two runs share no request rate: no speed-up can be given."
     low = summary.rates[0].request_rate
@@ -194,7 +195,7 @@ def _headline(summary: SpeedupSummary) -> str:
         text += f"; it still pays at the highest rate measured ({summary.rates[-1].request_rate:.2f} req/s)."
     elif summary.breakeven == "below-lowest":
         text = f"Speculation does not pay even at the lowest rate measured ({low:.2f} req/s)."
-    return html.escape(text)
+    return text
 
 
 def render_html(summary: SpeedupSummary, title: str, acceptance: Acceptance | None = None) -> str:
@@ -215,7 +216,7 @@ def render_html(summary: SpeedupSummary, title: str, acceptance: Acceptance | No
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
-        f'<h1>{html.escape(title)}</h1>\n<p id="headline">{_headline(summary)}</p>\n'
+        f'<h1>{html.escape(title)}</h1>\n<p id="headline">{html.escape(headline(summary))}</p>\n'
         f"<h2>Inter-token latency vs request rate</h2>\n{itl_chart(summary)}\n{accept}\n"
         f"<h2>Numbers</h2>\n{_table(summary)}\n"
         "<p>Latencies in ms; the baseline is interpolated at the speculator's rates. Made by "

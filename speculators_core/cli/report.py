@@ -20,8 +20,10 @@ from speculators_core.cli.common import ExitCode, UserError, write_summary
 NAME = "report"
 HELP = "render the baseline-vs-speculator speed-up report (HTML + PNG) from GuideLLM's JSON reports"
 
-# Headless Chromium renders the PNG from the very page (one source for both).
+# Headless Chromium renders the PNG from the very page (one source for both); without a browser (the
+# runtime image has none) matplotlib draws the same figures from the same summary.
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+RENDERERS = ("auto", "browser", "matplotlib")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--png",
         choices=("auto", "always", "never"),
         default="auto",
-        help="report.png via headless Chromium: auto (when a browser is found), always (fail without one)",
+        help="report.png: auto (when a renderer is at hand), always (fail without one), never",
+    )
+    parser.add_argument(
+        "--png-renderer",
+        choices=RENDERERS,
+        default=os.environ.get("SPECULATORS_PNG_RENDERER", "auto"),
+        help="who draws report.png: browser (a screenshot of the page), matplotlib (the `report` extra), "
+        "auto (a browser when one is found, else matplotlib) (env SPECULATORS_PNG_RENDERER)",
     )
     parser.add_argument(
         "--browser",
@@ -60,6 +69,17 @@ def find_browser(explicit: str | None = None) -> str | None:
     if explicit:
         return shutil.which(explicit) or (explicit if Path(explicit).is_file() else None)
     return next((found for name in BROWSERS if (found := shutil.which(name))), None)
+
+
+def choose_renderer(choice: str, browser: str | None) -> str | None:
+    """A browser binary, "matplotlib", or None when the choice has nothing to draw with."""
+    if choice in ("auto", "browser") and (found := find_browser(browser)):
+        return found
+    if choice in ("auto", "matplotlib"):
+        from speculators_core.bench.report_png import available
+
+        return "matplotlib" if available() else None
+    return None
 
 
 def screenshot(browser: str, page: Path, png: Path, width: int = 1100, height: int = 1400) -> None:
@@ -107,12 +127,22 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{accept_path}: {exc}") from exc
     out: Path = args.out or results
     files = write_report(out, summary, args.title, acceptance)
-    browser = find_browser(args.browser) if args.png != "never" else None
-    if browser is None and args.png == "always":
-        raise UserError(f"--png always: no browser found (looked for {', '.join(BROWSERS)}); pass --browser")
-    if browser is not None:
-        screenshot(browser, files["html"], out / "report.png")
-        files["png"] = out / "report.png"
+    png = out / "report.png"
+    if args.png != "never":
+        renderer = choose_renderer(args.png_renderer, args.browser)
+        if renderer is None and args.png == "always":
+            raise UserError(
+                f"--png always: no renderer for --png-renderer {args.png_renderer} (a browser: one of "
+                f"{', '.join(BROWSERS)} on PATH or --browser; matplotlib: pip install "
+                "'speculators-operator[report]')"
+            )
+        if renderer == "matplotlib":
+            from speculators_core.bench.report_png import render_png
+
+            files["png"] = render_png(png, summary, args.title, acceptance)
+        elif renderer is not None:
+            screenshot(renderer, files["html"], png)
+            files["png"] = png
     compact = {"step": "benchmark", **summary.compact(), "files": sorted(p.name for p in files.values())}
     if acceptance is not None:
         compact["acceptance"] = {

@@ -6,13 +6,15 @@ tokenizer (a tiny local one) and the termination-message file. The report's summ
 operator's status code exactly as the kubelet would hand it over.
 
 So GuideLLM accepts the scenario the Job builds, the acceptance over the run comes from the stand-in's
-vLLM counters, a retried pod does not measure twice, and status shows the speed-up the model predicts.
+vLLM counters, a retried pod does not measure twice, the report draws report.png without a
+browser (as in the runtime image), and status shows the speed-up the model predicts.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pytest
 from conftest import StandInServer
 from localrun.openai_speculative_standin import Model
 
+from harness.png import png_pixels
+from speculators_core.bench.report import BASELINE_COLOR, SPECULATOR_COLOR
 from speculators_operator.api.benchmark import SpeculatorBenchmark
 from speculators_operator.api.speculator import Speculator
 from speculators_operator.render import benchmark as rb
@@ -144,18 +148,33 @@ def test_the_jobs_commands_measure_both_servers_and_status_shows_the_speedup(
         speculator.close()
         baseline.close()
 
+    # The report as rendered, with what the runtime image has: no browser anywhere, so matplotlib
+    # draws report.png.
     report = containers["report"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECULATORS_")}
+    env["PATH"] = str(tmp_path / "no-browsers")
     proc = subprocess.run(
-        [*_local(report["command"] + report["args"], swap, bench_python), "--png", "never"],
+        _local(report["command"] + report["args"], swap, bench_python),
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert {"speculator.json", "baseline.json", "acceptance.json", "report.html", "summary.json"} <= {
-        p.name for p in (results / "bench").iterdir()
+    written = {
+        "speculator.json",
+        "baseline.json",
+        "acceptance.json",
+        "report.html",
+        "report.png",
+        "summary.json",
     }
+    assert written <= {p.name for p in (results / "bench").iterdir()}
+    seen = set(png_pixels(results / "bench" / "report.png")[2])
+    for color in (BASELINE_COLOR, SPECULATOR_COLOR):
+        assert tuple(int(color[i : i + 2], 16) for i in (1, 3, 5)) in seen, f"no {color} pixel in the PNG"
     message = termination.read_text()
+    assert "report.png" in json.loads(message)["files"]
     assert len(message.encode()) <= 4096  # what a kubelet keeps of a termination message
 
     # The kubelet's hand-over: the report container's termination message on the finished pod.

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, StandInServer, chromium, png_pixels, run_guidellm
+from conftest import ROOT, StandInServer, chromium, run_guidellm
 from localrun.openai_speculative_standin import Model
 
+from harness.png import png_pixels
 from speculators_core.bench.report import BASELINE_COLOR, SPECULATOR_COLOR
 from speculators_core.bench.speedup import compare, load_points
 

@@ -56,7 +56,7 @@ IMAGES = [
         "registry.access.redhat.com/ubi9/",
         version.OPERATOR_IMAGE,
     ),
-    Image("runtime", "speculators", "ml", "nvcr.io/nvidia/cuda:", version.RUNTIME_IMAGE),
+    Image("runtime", "speculators", "ml,report", "nvcr.io/nvidia/cuda:", version.RUNTIME_IMAGE),
 ]
 PARAMS = [pytest.param(i, id=i.key) for i in IMAGES]
 
@@ -209,12 +209,14 @@ def test_the_wheel_the_dockerfiles_install_is_what_pip_builds(tmp_path: Path) ->
     assert wheels == [f"speculators_operator-{version.__version__}-py3-none-any.whl"]
 
 
-def _install_set(extra: str) -> set[str]:
-    """Distribution names `pip install .[extra]` installs: pyproject's requirements, then each
-    dependency's own (from its installed metadata), markers evaluated for this Python on Linux."""
+def _install_set(extras: str) -> set[str]:
+    """Distribution names `pip install .[extras]` installs (extras comma-separated): pyproject's
+    requirements, then each dependency's own (from its installed metadata), markers evaluated for this
+    Python on Linux."""
     env = default_environment()
     project = PYPROJECT["project"]
-    pending = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"][extra]]]
+    optional = [r for extra in extras.split(",") for r in project["optional-dependencies"][extra]]
+    pending = [Requirement(r) for r in [*project["dependencies"], *optional]]
     seen: set[str] = set()
     while pending:
         req = pending.pop()
@@ -243,7 +245,7 @@ def test_operator_install_set_holds_no_torch() -> None:
     assert "torch" in _install_set("ml")  # the walk does find torch where it belongs
 
 
-@pytest.mark.parametrize("extra", ["operator", "ml"])
+@pytest.mark.parametrize("extra", ["operator", "ml,report"])
 def test_every_package_the_images_install_is_pinned(extra: str) -> None:
     pinned = {
         canonicalize_name(line.split("==")[0])
