@@ -39,6 +39,10 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "dspark": ("dspark", {}),
 }
 
+# Methods whose draft proposes all its tokens in one forward pass (a DFlash block; P-EAGLE's
+# parallel_drafting): a step's drafting cost does not grow with k.
+PARALLEL_DRAFTING = frozenset({"dflash", "peagle"})
+
 # Keys of vLLM's SpeculativeConfig that this builder owns or that vLLM refuses.
 _OWNED_KEYS = frozenset({"model", "method", "num_speculative_tokens"})
 

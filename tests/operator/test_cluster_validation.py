@@ -461,13 +461,49 @@ LOOP_RETRAIN = {"when": {"dropFraction": 0.2}, "template": {}}
             {"traffic": {"capture": {"enabled": True, "port": 8000}}},
             "traffic.capture.port must differ from vllm.port",
         ),
+        (
+            {
+                "retrain": {
+                    **LOOP_RETRAIN,
+                    "template": {"algorithm": "eagle", "data": {"datasets": [{"uri": DATASET}]}},
+                }
+            },
+            "retrain.template.algorithm must be eagle3 or dflash",
+        ),
+        (
+            {
+                "retrain": {
+                    **LOOP_RETRAIN,
+                    "template": {
+                        "algorithm": "dflash",
+                        "data": {"datasets": [{"uri": DATASET}]},
+                        "training": {"numSpeculativeTokens": 8, "dflash": {"blockSize": 8}},
+                    },
+                }
+            },
+            "must be below training.dflash.blockSize",
+        ),
     ],
-    ids=["capture-on-kserve", "retrain-without-data", "capture-port-is-vllm-port"],
+    ids=[
+        "capture-on-kserve",
+        "retrain-without-data",
+        "capture-port-is-vllm-port",
+        "retrain-eagle",
+        "retrain-dflash-k",
+    ],
 )
 def test_the_loops_rules(kube_api, namespace, operator_crds, spec, message):
     body = speculator_body("valid")
     body["spec"].update(spec)
     _reject(kube_api, namespace, body, message)
+
+
+def test_a_dflash_retrain_is_accepted(kube_api, namespace, operator_crds):
+    body = speculator_body("dflash-loop")
+    retrain = {**LOOP_RETRAIN, "template": {"algorithm": "dflash", "data": {"datasets": [{"uri": DATASET}]}}}
+    body["spec"].update(retrain=retrain)
+    created = kube_api.create(body, namespace)
+    assert created["spec"]["retrain"]["template"]["training"]["dflash"]["blockSize"] == 16
 
 
 def test_a_retrain_on_kserve_with_its_own_data_is_accepted(kube_api, namespace, operator_crds):

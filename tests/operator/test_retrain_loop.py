@@ -64,15 +64,16 @@ def base_draft() -> ResolvedDraft:
 class Loop:
     """Run the loop pass after pass, carrying status forward like the reconciler does."""
 
-    def __init__(self, obj: dict[str, Any]) -> None:
+    def __init__(self, obj: dict[str, Any], base: ResolvedDraft | None = None) -> None:
         self.body = obj
         self.status: dict[str, Any] = {}
         self.ctx = SpeculatorContext.of(obj)
+        self.base = base or base_draft()
 
     def step(self, now: str, **observed: Any) -> Any:
         observed.setdefault("stable_uri", (self.status.get("draft") or {}).get("uri", DRAFT))
         observed.setdefault("stable_ready", True)
-        out = run_loop(self.ctx, base_draft(), self.status, LoopObserved(**observed), now)
+        out = run_loop(self.ctx, self.base, self.status, LoopObserved(**observed), now)
         self.status = {
             "retrain": out.retrain,
             "canary": out.canary_status,
@@ -367,6 +368,35 @@ def test_every_field_the_loop_writes_is_in_the_crd_schema() -> None:
     assert undeclared(written, schema) == [] and undeclared(loop.status, schema) == []
     assert {"retrain", "canary", "previousDrafts"} <= set(written)
     assert {"promoted", "replaced", "baseline", "trigger", "lastResult"} <= set(written["retrain"])
+
+
+def test_a_dflash_retrain_canaries_and_promotes_within_its_block() -> None:
+    """A retrain may train DFlash (served by vLLM as method dflash): the canary serves it at the stable
+    pods' k, never past what one of its blocks drafts, and once promoted the stable pods serve it so."""
+    obj = body(numSpeculativeTokens=9, retrain={
+        "when": {"dropFraction": 0.2, "forSeconds": 60, "minDrafts": 100},
+        "cooldownSeconds": 600,
+        "template": {"algorithm": "dflash", "training": {"dflash": {"blockSize": 8}}},
+    })  # fmt: skip
+    loop = Loop(obj, ResolvedDraft(ModelSource(uri=DRAFT), "eagle3", 9))
+    created = drift_to_retrain(loop).create[0]
+    assert created["spec"]["algorithm"] == "dflash"
+    assert created["spec"]["training"]["dflash"]["blockSize"] == 8
+    done = succeeded(True)
+    done["status"]["output"].update(method="dflash", numSpeculativeTokens=7, maxSpeculativeTokens=7)
+    out = loop.step(at(200), stable_acceptance=window(DRIFTED), trainings={"chat-r1": done})
+    assert out.canary is not None
+    assert (out.canary.method, out.canary.num_speculative_tokens) == ("dflash", 7)  # stable's 9 > 7
+    assert loop.status["canary"]["draft"]["maxSpeculativeTokens"] == 7
+    loop.step(at(220), stable_acceptance=window(DRIFTED), canary=canary_deployment(NEW))
+    better = window([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    out = loop.step(
+        at(280), stable_acceptance=window(DRIFTED), canary_acceptance=better, canary=canary_deployment(NEW)
+    )
+    assert loop.status["canary"]["phase"] == "Promoting"
+    # spec.numSpeculativeTokens (9) is more than the promoted draft's block drafts: it serves 7.
+    assert (out.stable.method, out.stable.num_speculative_tokens) == ("dflash", 7)
+    assert out.stable.max_speculative_tokens == 7
 
 
 def test_retrain_names_always_fit() -> None:

@@ -397,3 +397,23 @@ def test_more_tokens_than_a_dflash_block_drafts_is_refused_with_the_limit():
     assert (cond["status"], cond["reason"]) == ("False", "TooManySpeculativeTokens")
     assert "set spec.numSpeculativeTokens to 15 or less" in cond["message"]
     assert not [o for o in plan.apply if o["kind"] == "Deployment"]
+
+
+def test_automatic_k_of_a_dflash_draft_stays_within_the_block_it_was_resolved_with():
+    body = speculator(
+        draft={"uri": "hf://z-lab/Qwen3-8B-DFlash-b16"}, tuning={"mode": "auto", "max": 16, "minDrafts": 100}
+    )
+    job, pods = _resolve_done(body, summary=DFLASH_INSPECT)
+    plan = derive_speculator(body, SpeculatorObserved(resolve_job=job, resolve_pods=pods))
+    assert plan.status["draft"]["maxSpeculativeTokens"] == 15  # kept for when the Job is gone
+    assert plan.status["tuning"]["numSpeculativeTokens"] == 15
+    # Once the resolve Job is gone, the limit comes from status; a k tuned above it before (or above a
+    # lowered tuning.max) is brought back within range at once, data or not.
+    status = json.loads(json.dumps(plan.status))
+    status["tuning"]["numSpeculativeTokens"] = 16
+    again = derive_speculator({**body, "status": status}, SpeculatorObserved())
+    assert again.status["draft"]["maxSpeculativeTokens"] == 15
+    assert again.status["tuning"]["numSpeculativeTokens"] == 15
+    dep = next(o for o in again.apply if o["kind"] == "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert json.loads(args[args.index("--speculative-config") + 1])["num_speculative_tokens"] == 15

@@ -333,4 +333,5 @@ def test_a_dflash_training_outputs_a_dflash_draft_with_its_blocks_k():
         "uri": "pvc://llama-workspace/llama/model",
         "method": "dflash",
         "numSpeculativeTokens": 15,  # the whole recipe block of 16
+        "maxSpeculativeTokens": 15,  # what one block drafts: automatic k never goes past it
     }

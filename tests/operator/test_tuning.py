@@ -172,6 +172,54 @@ def test_load_buckets_turn_speculation_off_where_the_verifier_is_compute_bound()
     assert (hi.k, hi.reason) == (0, TUNED) and speedup(1, rates, high) < 1
 
 
+def test_a_block_parallel_draft_costs_one_pass_at_every_k():
+    """DFlash drafts its whole block in one pass: step time does not grow with k, so c is fit from
+    windows with and without speculation, and a neighbouring k is never probed to measure it."""
+    a, c = 0.02, 0.3
+    flat = [(3, a * (1 + c), 5000), (7, a * (1 + c), 5000)]
+    # Read sequentially, two ks at one step time say drafting is free; read as one pass each, they are
+    # one point: c stays the prior and a is measured at it.
+    assert fit_step_cost(flat, prior_c=0.3).c == 0.0
+    cost = fit_step_cost(flat, prior_c=0.3, parallel=True)
+    assert (cost.source, cost.parallel, cost.a) == ("prior", True, pytest.approx(a))
+    assert cost.seconds(1) == cost.seconds(15) == pytest.approx(a * (1 + c)) and cost.seconds(0) == a
+    measured = fit_step_cost([(0, a, 5000), (7, a * (1 + c), 5000)], prior_c=0.05, parallel=True)
+    assert measured.source == "measured" and measured.c == pytest.approx(c)
+
+    # With the pass paid anyway, the whole block pays wherever a later position is ever accepted; the
+    # sequential model at the same c stops far earlier.
+    params = Params(k_max=15, min_drafts=100)
+    rates = MEDIUM[:15]
+    parallel = choose(3, [measure(3, rates)], rates, cost, params, since_change=None)
+    sequential = choose(3, [measure(3, rates)], rates, StepCost(a, c, "prior"), params, since_change=None)
+    assert (parallel.k, parallel.reason) == (15, TUNED)
+    assert sequential.k < 6
+    # Stable at the top: no probe of k-1 (it would cost the same pass and measure nothing).
+    top = choose(15, [measure(15, rates)], rates, cost, params, since_change=None)
+    assert (top.k, top.reason) == (15, STABLE)
+    # Load buckets: the only probe that measures c is a window without speculation.
+    off = choose(15, [measure(15, rates)], rates, cost, Params(k_max=15, min_drafts=100, allow_off=True),
+                 since_change=None)  # fmt: skip
+    assert (off.k, off.reason, off.explored) == (0, TUNED, True)
+
+
+def test_tune_keeps_a_dflash_draft_within_its_block():
+    spec = SpeculatorSpec.model_validate(
+        speculator(tuning={"mode": "auto", "minDrafts": 100, "cooldownSeconds": 60, "max": 16})["spec"]
+    )
+    rates = HIGH[:7]
+    out = tune(spec, "hf://d", 7, None, _live(7, rates), None, "2026-01-01T00:00:00Z", method="dflash",
+               k_limit=7)  # fmt: skip
+    assert out.k == 7 and out.condition.reason == STABLE  # the block's last position, never beyond
+    # The same rates read as a sequential EAGLE-3 draft explore past its k.
+    seq = tune(spec, "hf://d", 7, None, _live(7, rates), None, "2026-01-01T00:00:00Z")
+    assert seq.k > 7
+    # A block-parallel draft whose limit is unknown stays at its own k at most.
+    assert (
+        tune(spec, "hf://d", 5, None, _live(5, rates), None, "2026-01-01T00:00:00Z", method="dflash").k == 5
+    )
+
+
 def test_buckets_plans_and_ranges():
     assert bucket_ranges([4, 16]) == [(1, 4), (5, 16), (17, 65536)]
     assert [bucket_of(x, (4, 16)) for x in (0.2, 4.4, 5, 16, 17, 900)] == [0, 0, 1, 1, 2, 2]

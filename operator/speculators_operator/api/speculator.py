@@ -275,6 +275,10 @@ class DraftStatus(K8sModel):
     revision: str | None = Field(default=None, description="Hub revision, when set.")
     method: str | None = Field(default=None, description="Speculative method passed to vLLM.")
     num_speculative_tokens: int | None = Field(default=None, description="k passed to vLLM.")
+    max_speculative_tokens: int | None = Field(
+        default=None,
+        description="The most tokens the draft proposes per step (a DFlash block: blockSize - 1).",
+    )
     training: str | None = Field(
         default=None, description="The retrain (SpeculatorTraining) whose draft this is, once promoted."
     )

@@ -395,15 +395,26 @@ EAGLE_SHAPE_RULE = rule(
 )
 
 
+DFLASH_K_RULE = rule(
+    "self.algorithm != 'dflash' || !has(self.training.numSpeculativeTokens) || "
+    "self.training.numSpeculativeTokens < self.training.dflash.blockSize",
+    "training.numSpeculativeTokens must be below training.dflash.blockSize: a DFlash block drafts "
+    "blockSize - 1 tokens",
+    field_path=".training.numSpeculativeTokens",
+)
+
+
 class TrainingTemplateSpec(K8sModel):
     """A SpeculatorTraining spec without its verifier: what Speculator.spec.retrain trains from."""
 
     __cel__ = (
         rule(
-            "self.algorithm == 'eagle3'",
-            "retrain.template.algorithm must be eagle3: the retrained draft is served by vLLM",
+            "self.algorithm != 'eagle'",
+            "retrain.template.algorithm must be eagle3 or dflash: the retrained draft is served by vLLM, "
+            "which cannot serve the EAGLE-1/HASS format that algorithm eagle writes",
             field_path=".algorithm",
         ),
+        DFLASH_K_RULE,
     )
 
     algorithm: Literal["eagle3", "eagle", "dflash"] = Field(
@@ -440,15 +451,6 @@ class TrainingTemplateSpec(K8sModel):
         default_factory=PromotionSpec,
         description="The gate a trained draft must pass before it is served.",
     )
-
-
-DFLASH_K_RULE = rule(
-    "self.algorithm != 'dflash' || !has(self.training.numSpeculativeTokens) || "
-    "self.training.numSpeculativeTokens < self.training.dflash.blockSize",
-    "training.numSpeculativeTokens must be below training.dflash.blockSize: a DFlash block drafts "
-    "blockSize - 1 tokens",
-    field_path=".training.numSpeculativeTokens",
-)
 
 
 def resolved_num_layers(spec: TrainingTemplateSpec) -> int:
@@ -591,6 +593,9 @@ class TrainingOutput(K8sModel):
     uri: str | None = Field(default=None, description="pvc://<claim>/<name>/model.")
     method: str | None = Field(default=None, description="vLLM speculative method of the draft.")
     num_speculative_tokens: int | None = Field(default=None, description="k of the draft.")
+    max_speculative_tokens: int | None = Field(
+        default=None, description="The most tokens the draft proposes per step (dflash: blockSize - 1)."
+    )
     s3_uri: str | None = Field(default=None, description="Where the model was uploaded.")
     hub_repo: str | None = Field(default=None, description="Hub repo the model was pushed to.")
 

@@ -29,6 +29,8 @@ class ResolvedDraft:
     num_speculative_tokens: int
     # vLLM's num_speculative_tokens_per_batch_size: ((first batch size, last, k), ...), from spec.tuning.
     schedule: tuple[tuple[int, int, int], ...] | None = None
+    # The most tokens the draft can propose per step (a DFlash block: block_size - 1), when known.
+    max_speculative_tokens: int | None = None
 
 
 class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):

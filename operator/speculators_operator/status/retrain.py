@@ -110,12 +110,19 @@ def _common_k(a: dict[str, Any], b: dict[str, Any]) -> int:
     return max(1, min(ks))
 
 
+def within_limit(k: int, limit: Any) -> int:
+    """k, lowered to what the draft proposes per step when that is known (a DFlash block)."""
+    return min(k, int(limit)) if isinstance(limit, int) and limit > 0 else k
+
+
 def _draft_status(draft: ResolvedDraft, **extra: Any) -> dict[str, Any]:
     out = {
         "uri": draft.source.uri,
         "method": draft.method,
         "numSpeculativeTokens": draft.num_speculative_tokens,
     }
+    if draft.max_speculative_tokens:
+        out["maxSpeculativeTokens"] = draft.max_speculative_tokens
     if draft.source.revision:
         out["revision"] = draft.source.revision
     out.update({k: v for k, v in extra.items() if v is not None})
@@ -167,8 +174,12 @@ class _Loop:
         if not promoted:
             return self.base
         k = self.spec.num_speculative_tokens or int(promoted.get("numSpeculativeTokens") or 0)
+        limit = promoted.get("maxSpeculativeTokens")
         return ResolvedDraft(
-            ModelSource(uri=promoted["uri"]), str(promoted.get("method") or self.base.method), k or 3
+            ModelSource(uri=promoted["uri"]),
+            str(promoted.get("method") or self.base.method),
+            within_limit(k or 3, limit),
+            max_speculative_tokens=limit or None,
         )
 
     # -- canary -------------------------------------------------------------------------------------
@@ -284,11 +295,13 @@ class _Loop:
         canary = self.canary
         if canary is not None and canary.get("phase") in ACTIVE:
             draft = canary["draft"]
+            limit = draft.get("maxSpeculativeTokens")
             self.out.canary = ResolvedDraft(
                 ModelSource(uri=draft["uri"]),
                 str(draft.get("method") or stable.method),
-                stable.num_speculative_tokens,
+                within_limit(stable.num_speculative_tokens, limit),
                 schedule=stable.schedule,
+                max_speculative_tokens=limit or None,
             )
         elif self.obs.canary is not None and self.obs.canary_owned:
             self.out.delete.append(self.obs.canary)
@@ -338,7 +351,15 @@ class _Loop:
                 "draft": {
                     "uri": uri,
                     "method": output.get("method") or stable.method,
-                    "numSpeculativeTokens": stable.num_speculative_tokens,
+                    # Compared at the stable pods' k, within what one block of a DFlash draft proposes.
+                    "numSpeculativeTokens": within_limit(
+                        stable.num_speculative_tokens, output.get("maxSpeculativeTokens")
+                    ),
+                    **(
+                        {"maxSpeculativeTokens": output["maxSpeculativeTokens"]}
+                        if output.get("maxSpeculativeTokens")
+                        else {}
+                    ),
                 },
                 "deployment": self.ctx.canary_name,
                 "replicas": replicas,

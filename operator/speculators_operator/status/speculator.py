@@ -132,7 +132,10 @@ def _draft_from_training(
         return Cond("TrainingReady", "False", "VerifierMismatch", f"{ref.name}: {mismatch}"), None
     method = ctx.spec.method or output.get("method") or "eagle3"
     k = ctx.spec.num_speculative_tokens or output.get("numSpeculativeTokens") or 3
-    draft = render.ResolvedDraft(ModelSource(uri=output["uri"]), method, int(k))
+    limit = output.get("maxSpeculativeTokens")
+    draft = render.ResolvedDraft(
+        ModelSource(uri=output["uri"]), method, int(k), max_speculative_tokens=limit if limit else None
+    )
     return Cond("TrainingReady", "True", "Succeeded", f"draft {output['uri']}"), draft
 
 
@@ -165,6 +168,8 @@ def _resolve(
     resolved: dict[str, Any] | None = None
     if known:
         resolved = {"method": known["method"], "speculative_tokens": known["numSpeculativeTokens"]}
+        if known.get("maxSpeculativeTokens"):
+            resolved["max_speculative_tokens"] = known["maxSpeculativeTokens"]
     job = observed.resolve_job
     name = f"{ctx.name}-resolve"
     if resolved is None:
@@ -223,7 +228,9 @@ def _resolve(
         ), None
     return (
         Cond("DraftResolved", "True", "Resolved", f"method {method}, k={k} from the draft's config"),
-        render.ResolvedDraft(source, method, k),
+        render.ResolvedDraft(
+            source, method, k, max_speculative_tokens=limit if isinstance(limit, int) else None
+        ),
     )
 
 
@@ -559,6 +566,8 @@ def derive_speculator(
             observed.training,
             now,
             window_seconds=spec.metrics.window_seconds,
+            method=draft.method,
+            k_limit=draft.max_speculative_tokens,
         )
         draft = replace(draft, num_speculative_tokens=tuning.k, schedule=tuning.schedule)
         plan.events += tuning.events
@@ -587,7 +596,11 @@ def derive_speculator(
         if outcome is not None and outcome.canary is not None:
             # The canary drafts exactly as the stable pods do (k, schedule): only the draft differs.
             canary = replace(
-                outcome.canary, num_speculative_tokens=draft.num_speculative_tokens, schedule=draft.schedule
+                outcome.canary,
+                num_speculative_tokens=loop.within_limit(
+                    draft.num_speculative_tokens, outcome.canary.max_speculative_tokens
+                ),
+                schedule=draft.schedule,
             )
         serve = {"kserve": _serve_kserve, "llmisvc": _serve_llmisvc}.get(spec.backend, _serve_deployment)
         deploy_cond = serve(ctx, observed, draft, canary, plan)
@@ -661,6 +674,8 @@ def derive_speculator(
             "method": draft.method,
             "numSpeculativeTokens": draft.num_speculative_tokens,
         }
+        if draft.max_speculative_tokens:
+            status["draft"]["maxSpeculativeTokens"] = draft.max_speculative_tokens
         if draft.source.revision:
             status["draft"]["revision"] = draft.source.revision
         promoted = ((outcome.retrain if outcome else None) or {}).get("promoted") or {}

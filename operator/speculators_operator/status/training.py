@@ -232,6 +232,8 @@ def derive_training(
             method=spec.algorithm,
             numSpeculativeTokens=resolved_k(spec),
         )
+        if spec.algorithm == "dflash":
+            output["maxSpeculativeTokens"] = spec.training.dflash.block_size - 1
     else:
         output = {}
     if done.get("publish") is not None:

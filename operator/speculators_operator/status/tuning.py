@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculators_core.eval.cost import expected_speedup
+from speculators_core.serving import PARALLEL_DRAFTING
 from speculators_core.vllm_metrics.acceptance import Counters
 from speculators_operator.api.speculator import SpeculatorSpec
 from speculators_operator.status.conditions import Cond, parse_time
@@ -45,18 +46,40 @@ def _offline(training: dict[str, Any] | None) -> dict[str, Any]:
     return ((training or {}).get("status") or {}).get("evaluation") or {}
 
 
-def start_k(spec: SpeculatorSpec, draft_k: int, training: dict[str, Any] | None, cost_ratio: float) -> int:
-    """No live data yet: spec's k, else the best k of the training's evaluation, else the draft's."""
+def k_range(spec: SpeculatorSpec, draft_k: int, parallel: bool, limit: int | None = None) -> tuple[int, int]:
+    """spec.tuning's [min, max], never beyond what the draft can propose per step (`limit`: a DFlash
+    block's block_size - 1; vLLM refuses more). A block-parallel draft whose limit is unknown stays at
+    or below its own k; a sequential one may draft past the k it was trained for."""
     t = spec.tuning
+    top = t.max
+    if limit:
+        top = min(top, limit)
+    elif parallel:
+        top = min(top, draft_k)
+    return min(t.min, top), top
+
+
+def start_k(
+    spec: SpeculatorSpec,
+    draft_k: int,
+    training: dict[str, Any] | None,
+    cost_ratio: float,
+    parallel: bool = False,
+    limit: int | None = None,
+) -> int:
+    """No live data yet: spec's k, else the best k of the training's evaluation, else the draft's."""
+    lo, hi = k_range(spec, draft_k, parallel, limit)
     if spec.num_speculative_tokens is not None:
         return spec.num_speculative_tokens
     evaluation = _offline(training)
     table = evaluation.get("acceptanceLengthByK") or []
     if table:
-        ks = range(t.min, min(t.max, len(table)) + 1)
+        ks = range(lo, min(hi, len(table)) + 1)
         if ks:
-            return max(ks, key=lambda k: (expected_speedup(table[k - 1], k, cost_ratio), -k))
-    return min(t.max, max(t.min, draft_k))
+            return max(
+                ks, key=lambda k: (expected_speedup(table[k - 1], k, cost_ratio, parallel=parallel), -k)
+            )
+    return min(hi, max(lo, draft_k))
 
 
 def _observation(bucket: int, k: int, delta: Counters, now: str) -> dict[str, Any] | None:
@@ -135,15 +158,21 @@ def tune(
     training: dict[str, Any] | None,
     now: str,
     window_seconds: float = 300.0,
+    method: str = "eagle3",
+    k_limit: int | None = None,
 ) -> Tuning:
-    """The k (and schedule) to serve for a draft under spec.tuning."""
+    """The k (and schedule) to serve for a draft under spec.tuning. `method`: the served draft's (a
+    block-parallel one, DFlash, costs one draft pass per step at any k); `k_limit`: the most tokens the
+    draft proposes per step, when known."""
     t = spec.tuning
     if t.mode != "auto":
         return Tuning(draft_k)
+    parallel = method in PARALLEL_DRAFTING
+    k_min, k_max = k_range(spec, draft_k, parallel, k_limit)
     prev = previous if previous and previous.get("draft") == draft_uri else {}
     prior_c, prior_source = _prior_cost(spec, training)
     ranges = bucket_ranges(list(t.load_buckets)) if t.load_buckets else [(1, MAX_BATCH)]
-    first = start_k(spec, draft_k, training, prior_c)
+    first = start_k(spec, draft_k, training, prior_c, parallel, k_limit)
     schedule_prev = prev.get("schedule") or []
     if t.load_buckets and len(schedule_prev) == len(ranges):
         current = [int(b["numSpeculativeTokens"]) for b in schedule_prev]
@@ -151,6 +180,8 @@ def tune(
         current = [int(prev["numSpeculativeTokens"])] * len(ranges)
     else:
         current = [first] * len(ranges)
+    # Within the range as it is now (spec.tuning.max lowered, or a block limit learnt since).
+    current = [k if k == 0 else min(max(k, k_min), k_max) for k in current]
 
     stored = prev.get("observations") or []
     observations = merge_observations(stored, live or {}, now, t.min_drafts)
@@ -161,8 +192,8 @@ def tune(
     since = (parse_time(now) or 0.0) - changed_at if changed_at is not None else None
     settling = bool(prev.get("settling"))
     params = chooser.Params(
-        k_min=t.min,
-        k_max=t.max,
+        k_min=k_min,
+        k_max=k_max,
         min_gain=0.0 if settling else t.min_gain / 100.0,
         cooldown_seconds=float(t.cooldown_seconds),
         min_drafts=float(t.min_drafts),
@@ -172,7 +203,9 @@ def tune(
     cost = None
     for index, (lo, hi) in enumerate(ranges):
         mine = [m for o, m in zip(observations, measures, strict=True) if o.get("bucket", 0) == index]
-        cost = fit_step_cost([(m.k, m.step_seconds or 0.0, m.drafts) for m in mine], prior_c)
+        cost = fit_step_cost(
+            [(m.k, m.step_seconds or 0.0, m.drafts) for m in mine], prior_c, parallel=parallel
+        )
         label = f"batch {lo}-{hi}" if t.load_buckets else ""
         choices.append(
             chooser.choose(

@@ -10,7 +10,8 @@ Rules, in order:
 - change only when the best beats the served k by `minGain` percent, and never within `cooldownSeconds`
   of the last change: rates that sit on a boundary cannot make k flap;
 - while step times exist at one k only, the draft's cost ratio c is a prior: once (after a cooldown) the
-  tuner probes a neighbouring k, so that c is measured before it settles;
+  tuner probes a neighbouring k, so that c is measured before it settles (a block-parallel draft costs
+  one pass at every k, so only a bucket that may switch speculation off probes, at k 0);
 - an exploration or a probe was a guess, so the decision right after it settles on the measured best
   without the minGain margin (the caller passes min_gain 0 then); the margin guards every other change.
 """
@@ -91,8 +92,18 @@ def choose(
     tail = f"expected speed-up {speed[current] / base:.3f} at k={current}" if base > 0 else ""
     cooled = since_change is None or since_change >= params.cooldown_seconds
     if best == current or gain < params.min_gain:
-        probe = current - 1 if current - 1 >= lo else current + 1
-        if cost.source != "measured" and cost.a is not None and cooled and lo <= probe <= params.k_max:
+        probe: int | None = current - 1 if current - 1 >= lo else current + 1
+        if cost.parallel:
+            # A block-parallel draft costs the same pass at every k >= 1: only a window without
+            # speculation (load buckets) measures it.
+            probe = 0 if lo == 0 and current > 0 else None
+        if (
+            probe is not None
+            and cost.source != "measured"
+            and cost.a is not None
+            and cooled
+            and lo <= probe <= params.k_max
+        ):
             # Step times at one k cannot tell the draft's cost from the verifier's (c is still a prior):
             # one window at a neighbouring k measures it, once, and then the choice stands on data.
             return Choice(

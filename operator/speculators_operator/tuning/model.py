@@ -3,6 +3,9 @@
 A verifier step with k drafts costs  s(k) = a * (1 + c * k)  seconds: `a` is the verifier's own step, `c`
 the draft pass relative to it. It yields L(k) = 1 + p_0 + ... + p_{k-1} tokens (speculators_core.eval.cost),
 so a request decodes at  T(k) = L(k) / s(k)  tokens per second, and T(0) = 1 / a without speculation.
+A block-parallel draft (DFlash) drafts its whole block in one pass, so its step costs s(k) = a * (1 + c)
+for every k >= 1: its k only decides how much of the block the verifier checks, and the fit below is in
+the number of draft passes per step (0 or 1) instead of k.
 
 vLLM 0.33 observes `vllm:inter_token_latency_seconds` once per request per engine step (however many
 tokens the step produced), so its mean over a window is s(k) at the k that ran. Windows at two or more k
@@ -74,23 +77,32 @@ def extend_rates(measured: Sequence[float], k_max: int, offline_cond: Sequence[f
     return per_position_from_conditional(cond)
 
 
+def draft_passes(k: int, parallel: bool) -> int:
+    """Draft forward passes per verifier step at k: k sequential ones, or one block (0 without drafts)."""
+    return min(k, 1) if parallel else k
+
+
 @dataclass(frozen=True)
 class StepCost:
-    """s(k) = a * (1 + c * k); a is None when no step time was measured (then T is relative to a)."""
+    """s(k) = a * (1 + c * passes(k)); a is None when no step time was measured (then T is relative to a)."""
 
     a: float | None
     c: float
     source: str  # measured (fit over several k) | prior
+    parallel: bool = False  # block-parallel drafting (DFlash): one draft pass per step at any k
 
     def seconds(self, k: int) -> float:
-        return (self.a or 1.0) * (1.0 + self.c * k)
+        return (self.a or 1.0) * (1.0 + self.c * draft_passes(k, self.parallel))
 
 
-def fit_step_cost(points: Sequence[tuple[int, float, float]], prior_c: float) -> StepCost:
-    """Fit a, c to (k, mean step seconds, weight) points; several distinct k are needed to measure c."""
-    pts = [(k, s, w) for k, s, w in points if s > 0 and w > 0]
+def fit_step_cost(
+    points: Sequence[tuple[int, float, float]], prior_c: float, *, parallel: bool = False
+) -> StepCost:
+    """Fit a, c to (k, mean step seconds, weight) points; several distinct numbers of draft passes are
+    needed to measure c (for a block-parallel draft: windows with and without speculation)."""
+    pts = [(draft_passes(k, parallel), s, w) for k, s, w in points if s > 0 and w > 0]
     if not pts:
-        return StepCost(None, prior_c, "prior")
+        return StepCost(None, prior_c, "prior", parallel)
     ks = {k for k, _, _ in pts}
     if len(ks) >= 2:
         wsum = sum(w for _, _, w in pts)
@@ -100,11 +112,11 @@ def fit_step_cost(points: Sequence[tuple[int, float, float]], prior_c: float) ->
         slope = sum(w * (k - mk) * (s - ms) for k, s, w in pts) / var
         a = ms - slope * mk
         if a > 0:
-            return StepCost(a, min(2.0, max(0.0, slope / a)), "measured")
+            return StepCost(a, min(2.0, max(0.0, slope / a)), "measured", parallel)
     # One k (or a fit that makes no physical sense): measure a at the prior c.
     wsum = sum(w for _, _, w in pts)
     a = sum(w * s / (1.0 + prior_c * k) for k, s, w in pts) / wsum
-    return StepCost(a, prior_c, "prior")
+    return StepCost(a, prior_c, "prior", parallel)
 
 
 def tokens_per_second(k: int, rates: Sequence[float], cost: StepCost) -> float:
