@@ -2,9 +2,11 @@
 
 The real kube-apiserver, etcd, controller-manager and scheduler, kwok GPU nodes (pods become Running and
 Ready, no containers), the real `speculators-operator` process (namespace-scoped). Live metrics come from a
-Prometheus stand-in (one HTTP server answering the operator's PromQL for every Speculator; its numbers change
-every scrape, as a busy fleet's do), so the scrape loop, the status writes and the reconciles run as in
-production; the training pods are held Running (kwok), so the trainings stay in their first step.
+Prometheus stand-in (one HTTP server answering the operator's per-namespace PromQL with a series for every
+pod of the namespace, its pod list refreshed from the API server every 5 s: 12 LIST pods a minute of the
+benchmark's own; the numbers change every query, as a busy fleet's do), so the metrics loop, the status
+writes and the reconciles run as in production; the training pods are held Running (kwok), so the
+trainings stay in their first step.
 
 Measures:
 - apply -> first child created (Speculator: its Deployment; training: its prepare Job), per CR, p50/p99,
@@ -70,11 +72,23 @@ WORK = REPO / ".work" / "bench" / "scale"
 
 
 class PrometheusStandIn(http.server.ThreadingHTTPServer):
-    """Answers /api/v1/query with the acceptance counters of a busy fleet, different on every query."""
+    """Answers /api/v1/query with the acceptance counters of a busy fleet, different on every query: one
+    series per pod of the fleet's namespace (the operator asks `sum by (pod)` per namespace)."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.queries = 0
+        self.pods: list[str] = []  # refreshed from the API server by the benchmark (follow_pods)
+
+
+def follow_pods(api: client.ApiClient, prom: PrometheusStandIn, stop: threading.Event) -> None:
+    """Keep the stand-in's pod list current (every 5 s), as Prometheus' discovery would."""
+    core = client.CoreV1Api(api)
+    while not stop.wait(5.0):
+        try:
+            prom.pods = [p.metadata.name for p in core.list_namespaced_pod(NS).items]
+        except Exception:  # the API server is busy: keep the last list
+            continue
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -85,17 +99,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.queries += 1
         tick = self.server.queries % 17  # traffic moves: the numbers change from scrape to scrape
         drafts = 1000.0 + 10 * tick
-        if "by (position)" in query:
-            result = [
-                {"metric": {"position": str(i)}, "value": [time.time(), str(drafts * p)]}
-                for i, p in enumerate((0.8, 0.6, 0.45))
-            ]
-        elif query.startswith("count("):
-            result = [{"metric": {}, "value": [time.time(), "1"]}]
-        else:
-            value = {"drafts": drafts, "tokens": 3 * drafts, "accepted": 1.85 * drafts}
-            key = "tokens" if "draft_tokens" in query else "accepted" if "accepted" in query else "drafts"
-            result = [{"metric": {}, "value": [time.time(), str(value[key])]}]
+        now = time.time()
+        result: list[dict[str, Any]] = []
+        for pod in self.server.pods:
+            if "by (pod, position)" in query:
+                result += [
+                    {"metric": {"pod": pod, "position": str(i)}, "value": [now, str(drafts * p)]}
+                    for i, p in enumerate((0.8, 0.6, 0.45))
+                ]
+            else:
+                value = {"drafts": drafts, "tokens": 3 * drafts, "accepted": 1.85 * drafts}
+                key = "tokens" if "draft_tokens" in query else "accepted" if "accepted" in query else "drafts"
+                result.append({"metric": {"pod": pod}, "value": [now, str(value[key])]})
         body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -259,6 +274,8 @@ def main() -> int:
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NS}})
         custom = client.CustomObjectsApi(api)
+        pods_stop = threading.Event()
+        threading.Thread(target=follow_pods, args=(api, prom, pods_stop), daemon=True).start()
         floor = None if args.no_floor else _floor(api, custom, prom_url, args)
         peering: list[str] = []
         if args.replicas == 2:
@@ -278,6 +295,7 @@ def main() -> int:
                 if operator.poll() is None:
                     operator.terminate()
                     operator.wait(30)
+            pods_stop.set()
             prom.shutdown()
 
 

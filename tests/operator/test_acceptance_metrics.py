@@ -8,7 +8,7 @@ from spd_testlib import scaled_fixture as scaled
 
 from speculators_core.vllm_metrics.acceptance import Counters, counters_from_text, same_values, summarize
 from speculators_core.vllm_metrics.exposition import parse
-from speculators_operator.metrics.prometheus import counters_from_results, queries
+from speculators_operator.metrics.prometheus import counters_by_deployment, fleet_queries
 from speculators_operator.metrics.window import AcceptanceWindow
 
 FIXTURE = FIXTURE_METRICS.read_text()
@@ -141,24 +141,30 @@ def test_same_values_ignores_time_and_sub_rounding_noise():
 
 
 def test_prometheus_queries_and_results():
-    q = queries("team-a", "llama-vllm", 300)
-    assert q["drafts"] == (
-        'sum(increase(vllm:spec_decode_num_drafts_total{namespace="team-a",pod=~"llama-vllm-[a-z0-9]+-[a-z0-9]+"}'
-        "[300s]))"
+    q = fleet_queries("team-a", 300)
+    assert (
+        q["drafts"] == 'sum by (pod) (increase(vllm:spec_decode_num_drafts_total{namespace="team-a"}[300s]))'
     )
     assert q["per_pos"].startswith(
-        "sum by (position) (increase(vllm:spec_decode_num_accepted_tokens_per_pos_total"
+        "sum by (pod, position) (increase(vllm:spec_decode_num_accepted_tokens_per_pos_total"
     )
+    pods = ("llama-vllm-5d8f7c9b4-x2k9q", "llama-vllm-5d8f7c9b4-b7w2m")
+
+    def split(total: str) -> list[dict]:
+        half = float(total) / 2
+        return [{"metric": {"pod": pod}, "value": [1, str(half)]} for pod in pods]
+
     results = {
-        "drafts": [{"metric": {}, "value": [1, "1000"]}],
-        "draft_tokens": [{"metric": {}, "value": [1, "3000"]}],
-        "accepted": [{"metric": {}, "value": [1, "1788"]}],
+        "drafts": split("1000"),
+        "draft_tokens": split("3000"),
+        "accepted": split("1788"),
         "per_pos": [
-            {"metric": {"position": str(i)}, "value": [1, v]} for i, v in enumerate(["796", "579", "413"])
+            {"metric": {"pod": pod, "position": str(i)}, "value": [1, str(float(v) / 2)]}
+            for pod in pods
+            for i, v in enumerate(["796", "579", "413"])
         ],
-        "pods": [{"metric": {}, "value": [1, "2"]}],
     }
-    counters, pods = counters_from_results(results)
-    assert pods == 2
-    s = summarize(counters, window_seconds=300, pods=pods, source="prometheus")
+    counters, n = counters_by_deployment(results)["llama-vllm"]
+    assert n == 2
+    s = summarize(counters, window_seconds=300, pods=n, source="prometheus")
     assert s["acceptanceRate"] == 0.596 and s["perPosition"] == [0.796, 0.579, 0.413]

@@ -78,39 +78,119 @@ def test_scrape_vllm_stand_in_and_a_dead_pod():
     assert by_pod["dead"].counters is None and by_pod["dead"].error.startswith("dead:")
 
 
-def test_prometheus_query_against_recorded_api_responses():
-    recorded = {
-        "drafts": "1000",
-        "draft_tokens": "3000",
-        "accepted": "1788",
-        "pods": "2",
-    }
-    queries = prometheus.queries("team-a", "llama-vllm", 300)
-    seen: list[str] = []
+def _prometheus_stand_in(series: dict[str, dict[str, float]], seen: list[str]):
+    """Answers fleet_queries from per-pod counter increases: {pod: {drafts, draft_tokens, accepted,
+    pos0, pos1, ...}} (a stand-in for Prometheus' HTTP API, in its response format)."""
 
-    def prometheus_stand_in(path: str):
+    def respond(path: str):
         url = urlsplit(path)
         if url.path != "/api/v1/query":
             return 404, b""
         promql = parse_qs(url.query)["query"][0]
         seen.append(promql)
-        key = next(k for k, q in queries.items() if q == promql)
-        if key == "per_pos":
-            result = [
-                {"metric": {"position": str(i)}, "value": [0, v]} for i, v in enumerate(["796", "579", "413"])
-            ]
-        else:
-            result = [{"metric": {}, "value": [0, recorded[key]]}]
+        result = []
+        for pod, values in series.items():
+            if "by (pod, position)" in promql:
+                result += [
+                    {"metric": {"pod": pod, "position": k[3:]}, "value": [0, str(v)]}
+                    for k, v in values.items()
+                    if k.startswith("pos")
+                ]
+            else:
+                key = next(k for k in ("draft_tokens", "accepted", "drafts") if k in promql)
+                result.append({"metric": {"pod": pod}, "value": [0, str(values[key])]})
         body = {"status": "success", "data": {"resultType": "vector", "result": result}}
         return 200, json.dumps(body).encode()
 
-    with http_server(prometheus_stand_in) as address:
-        counters, pods = asyncio.run(
-            prometheus.query_acceptance(f"http://{address}", "team-a", "llama-vllm", 300)
-        )
-    assert sorted(seen) == sorted(queries.values())
-    assert (counters.drafts, counters.draft_tokens, counters.accepted, pods) == (1000.0, 3000.0, 1788.0, 2)
-    assert counters.per_pos == {0: 796.0, 1: 579.0, 2: 413.0}
+    return respond
+
+
+KEYS = ("drafts", "draft_tokens", "accepted", "pos0", "pos1", "pos2")
+POD_SERIES = {
+    pod: dict(zip(KEYS, values, strict=False))
+    for pod, values in {
+        "llama-vllm-5d8f7c9b4-x2k9q": (600, 1800, 1000, 500, 300, 200),
+        "llama-vllm-5d8f7c9b4-b7w2m": (400, 1200, 788, 296, 279, 213),
+        "llama-vllm-canary-7c9b4d8f5-bz42c": (100, 300, 250, 95, 85, 70),
+        "other-app-7c9b4d8f5-zz9zz": (5, 15, 1, 1),
+    }.items()
+}
+
+
+def test_prometheus_namespace_round_splits_the_fleet_by_deployment():
+    seen: list[str] = []
+    with http_server(_prometheus_stand_in(POD_SERIES, seen)) as address:
+        found = asyncio.run(prometheus.query_namespace(f"http://{address}", "team-a", 300))
+    assert sorted(seen) == sorted(prometheus.fleet_queries("team-a", 300).values())
+    assert all('namespace="team-a"' in q and "[300s]" in q for q in seen)
+    stable, pods = found["llama-vllm"]
+    assert (stable.drafts, stable.draft_tokens, stable.accepted, pods) == (1000.0, 3000.0, 1788.0, 2)
+    assert stable.per_pos == {0: 796.0, 1: 579.0, 2: 413.0}
+    canary, canary_pods = found["llama-vllm-canary"]  # a Deployment of its own, never the stable one's
+    assert (canary.drafts, canary_pods) == (100.0, 1)
+    assert set(found) == {"llama-vllm", "llama-vllm-canary", "other-app"}
+
+
+def test_pods_map_to_their_deployment_only():
+    assert prometheus.deployment_of("chat-vllm-5d8f7c9b4-x2k9q") == "chat-vllm"
+    assert prometheus.deployment_of("chat-vllm-canary-7c9b4d8f5-bz42c") == "chat-vllm-canary"
+    assert prometheus.deployment_of("chat-vllm-0") is None  # a StatefulSet's pod
+    assert prometheus.deployment_of("standalone") is None
+
+
+def test_one_round_of_queries_answers_every_speculator_in_a_namespace():
+    """A fleet on one Prometheus: a round of four queries per (namespace, window, interval) group serves
+    all its Speculators due (their numbers split by Deployment), one that comes due seconds later reuses
+    the answer, and nobody is asked again before the interval is up."""
+    from spd_testlib import speculator
+
+    from speculators_operator.handlers.loops import MetricsLoop
+    from speculators_operator.handlers.registry import Registry
+    from speculators_operator.metrics.store import MetricsStore, canary_key
+
+    class Runner:
+        def __init__(self) -> None:
+            self.triggered: list[tuple[str, str, str]] = []
+
+        def trigger(self, key: tuple[str, str, str]) -> None:
+            self.triggered.append(key)
+
+    seen: list[str] = []
+    with http_server(_prometheus_stand_in(POD_SERIES, seen)) as address:
+        metrics = {"source": "prometheus", "prometheusUrl": f"http://{address}", "windowSeconds": 300}
+        registry = Registry()
+        for name, extra in (("llama", {}), ("quiet", {}), ("short", {"windowSeconds": 60})):
+            body = speculator(name, metrics={**metrics, **extra})
+            body["metadata"]["namespace"] = "team-a"
+            if name == "llama":
+                body["status"] = {"canary": {"phase": "Running"}}
+            registry.upsert("Speculator", body)
+        store, runner = MetricsStore(), Runner()
+        loop = MetricsLoop(registry, store, None, runner)  # type: ignore[arg-type]
+
+        async def ticks() -> None:
+            await loop._tick()
+            await asyncio.gather(*list(loop._tasks))
+            await loop._tick()  # nobody is due again yet
+            await asyncio.gather(*list(loop._tasks))
+            # A Speculator that comes due just after its group's round takes that round's answer.
+            late = speculator("late", metrics=metrics)
+            late["metadata"]["namespace"] = "team-a"
+            registry.upsert("Speculator", late)
+            await loop._tick()
+            await asyncio.gather(*list(loop._tasks))
+
+        asyncio.run(ticks())
+    assert len(seen) == 8  # two groups (windows 300 s and 60 s), four queries each, one round
+    assert store.get(("team-a", "late")) is not None
+    llama = store.get(("team-a", "llama"))
+    assert llama is not None and llama.summary["drafts"] == 1000 and llama.summary["pods"] == 2
+    assert llama.summary["meanAcceptanceLength"] == pytest.approx(2.788)
+    canary = store.get(canary_key(("team-a", "llama")))
+    assert canary is not None and canary.summary["drafts"] == 100
+    quiet = store.get(("team-a", "quiet"))
+    assert quiet is not None and quiet.summary["drafts"] == 0 and quiet.summary["pods"] == 0
+    assert store.get(("team-a", "short")).summary["windowSeconds"] == 60
 
 
 def test_prometheus_errors_are_reported():
@@ -118,4 +198,4 @@ def test_prometheus_errors_are_reported():
         return 400, json.dumps({"status": "error", "error": "parse error at char 5"}).encode()
 
     with http_server(failing) as address, pytest.raises(prometheus.PrometheusError, match="parse error"):
-        asyncio.run(prometheus.query_acceptance(f"http://{address}", "ns", "x-vllm", 60))
+        asyncio.run(prometheus.query_namespace(f"http://{address}", "ns", 60))

@@ -457,23 +457,13 @@ def test_derive_renders_the_canary_next_to_the_stable_deployment_with_the_same_k
 
 
 def test_prometheus_pod_patterns_keep_the_canary_and_the_stable_pods_apart() -> None:
-    """With metrics.source prometheus the canary is queried as its own Deployment (PromQL regexes are
-    anchored, as fullmatch is)."""
-    import re
+    """With metrics.source prometheus the canary's pods count for the canary's Deployment only."""
+    from speculators_operator.metrics.prometheus import deployment_of
 
-    from speculators_operator.metrics.prometheus import selector
-
-    def pattern(deployment: str) -> str:
-        found = re.search(r'pod=~"([^"]+)"', selector("ns", deployment))
-        assert found
-        return found.group(1)
-
-    stable_pod, canary_pod = "chat-vllm-5d8f7c9b4-x2k9q", "chat-vllm-canary-7c9b4d8f5-ab12c"
-    assert re.fullmatch(pattern("chat-vllm"), stable_pod) and not re.fullmatch(
-        pattern("chat-vllm"), canary_pod
-    )
-    canary = pattern("chat-vllm-canary")
-    assert re.fullmatch(canary, canary_pod) and not re.fullmatch(canary, stable_pod)
+    ctx = SpeculatorContext.of(body())
+    stable_pod, canary_pod = "chat-vllm-5d8f7c9b4-x2k9q", "chat-vllm-canary-7c9b4d8f5-bz42c"
+    assert deployment_of(stable_pod) == ctx.workload_name == "chat-vllm"
+    assert deployment_of(canary_pod) == ctx.canary_name == "chat-vllm-canary"
 
 
 def test_the_loop_is_exported_as_operator_metrics_and_forgotten_with_the_speculator() -> None:

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from speculators_core.vllm_metrics.acceptance import Counters
 from speculators_operator import constants as c
 from speculators_operator import opmetrics
 from speculators_operator.api.serving import MetricsSpec
@@ -18,12 +19,15 @@ from speculators_operator.handlers.registry import Registry
 from speculators_operator.handlers.runner import KeyedRunner
 from speculators_operator.kube import Kube
 from speculators_operator.metrics import prometheus, scraper
-from speculators_operator.metrics.store import MetricsStore, canary_key
+from speculators_operator.metrics.store import AcceptanceState, MetricsStore, canary_key
 from speculators_operator.render.speculator import SpeculatorContext
 from speculators_operator.status.retrain import ACTIVE as CANARY_ACTIVE
 from speculators_operator.status.speculator import scrape_changes_status
 
 log = logging.getLogger(__name__)
+
+Member = tuple[tuple[str, str], dict[str, Any], MetricsSpec]  # (namespace, name), body, spec.metrics
+ANSWER_TTL = 5.0  # seconds a Prometheus round answers the members of its group that come due after it
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -39,7 +43,8 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
 
 
 class MetricsLoop:
-    """Every tick, scrape the Speculators whose interval has passed (each at most once at a time)."""
+    """Every tick, scrape the Speculators whose interval has passed (each at most once at a time), and
+    query Prometheus once per group of Speculators it serves."""
 
     def __init__(
         self,
@@ -60,6 +65,9 @@ class MetricsLoop:
         self.tick = tick
         self._due: dict[tuple[str, str], float] = {}
         self._busy: set[tuple[str, str]] = set()
+        self._busy_groups: set[tuple[str, str, int, int]] = set()
+        # group -> (monotonic time, deployment -> (counters, pods), error, wall time) of its last round
+        self._answers: dict[tuple[str, str, int, int], tuple[float, Any, str | None, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -77,83 +85,135 @@ class MetricsLoop:
             return  # another replica is active (Kopf paused this one too)
         now = time.monotonic()
         seen = set()
+        # Speculators read from Prometheus go in groups (server, namespace, window, interval): one round
+        # of queries answers a whole group, and members that come due within ANSWER_TTL of it reuse the
+        # answer. Each keeps its own phase, so the status writes a round can cause stay spread out.
+        groups: dict[tuple[str, str, int, int], list[Member]] = {}
         for key, body in self.registry.items(c.SPECULATOR_KIND):
             seen.add(key)
             spec = MetricsSpec.model_validate(((body.get("spec") or {}).get("metrics")) or {})
-            if not spec.enabled or key in self._busy or now < self._due.get(key, 0.0):
+            if not spec.enabled or now < self._due.get(key, 0.0):
+                continue
+            if spec.source == "prometheus" and spec.prometheus_url:
+                group = (spec.prometheus_url, key[0], spec.window_seconds, spec.interval_seconds)
+                groups.setdefault(group, []).append((key, body, spec))
+                continue
+            if key in self._busy:
                 continue
             self._due[key] = now + spec.interval_seconds
             self._busy.add(key)
-            task = asyncio.create_task(self._scrape(key, body, spec), name=f"scrape {key}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._scrape(key, body, spec), f"scrape {key}")
+        for group, due in groups.items():
+            if group in self._busy_groups:
+                continue  # its round is under way: these members take its answer next tick
+            for key, _, _ in due:
+                self._due[key] = now + group[3]
+            answer = self._answers.get(group)
+            if answer is not None and now - answer[0] < min(ANSWER_TTL, group[3] / 2):
+                self._record_group(due, answer[1], answer[2], answer[3])
+                continue
+            self._busy_groups.add(group)
+            self._spawn(self._query_group(group, due), f"query {group[:2]}")
+        for group in [g for g in self._answers if g not in groups and g not in self._busy_groups]:
+            if now - self._answers[group][0] >= ANSWER_TTL:
+                del self._answers[group]
         for key in set(self._due) - seen:
             self._due.pop(key, None)
             self.store.forget(key)
             self.store.forget(canary_key(key))
 
-    async def _query_canary(self, key: tuple[str, str], spec: MetricsSpec, deployment: str) -> None:
-        """The canary Deployment's pods from Prometheus (the stable query's pod pattern excludes them)."""
-        assert spec.prometheus_url
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _query_group(self, group: tuple[str, str, int, int], members: list[Member]) -> None:
+        """One round of Prometheus queries for a group, recorded for the members due now and kept for
+        those due in the next ANSWER_TTL seconds."""
+        url, ns, window, _ = group
         try:
-            delta, pods = await prometheus.query_acceptance(
-                spec.prometheus_url, key[0], deployment, spec.window_seconds
-            )
-            self.store.record_query(canary_key(key), spec.window_seconds, delta, pods, time.time())
-        except prometheus.PrometheusError as exc:
-            self.store.record_query(canary_key(key), spec.window_seconds, None, 0, time.time(), str(exc))
+            try:
+                found, error = await prometheus.query_namespace(url, ns, window), None
+            except prometheus.PrometheusError as exc:
+                found, error = {}, str(exc)
+            answer = (time.monotonic(), found, error, time.time())
+            self._answers[group] = answer
+            self._record_group(members, found, error, answer[3])
+        finally:
+            self._busy_groups.discard(group)
+
+    def _record_group(
+        self,
+        members: list[Member],
+        found: dict[str, tuple[Counters, int]],
+        error: str | None,
+        stamp: float,
+    ) -> None:
+        """Each member's window from a round's answer (and its active canary's: a Deployment of its own)."""
+        for key, body, spec in members:
+            try:
+                ctx = SpeculatorContext.of(body)
+                opmetrics.SCRAPES.labels(*key).inc()
+                deployments = [(key, ctx.workload_name)]
+                if ((body.get("status") or {}).get("canary") or {}).get("phase") in CANARY_ACTIVE:
+                    deployments.append((canary_key(key), ctx.canary_name))
+                states = []
+                for store_key, deployment in deployments:
+                    delta, pods = found.get(deployment, (Counters(0.0, 0.0, 0.0, {}), 0))
+                    states.append(
+                        self.store.record_query(
+                            store_key, spec.window_seconds, None if error else delta, pods, stamp, error
+                        )
+                    )
+                self._after_scrape(key, ctx, states[0])
+            except Exception:
+                log.exception("recording the metrics of %s/%s failed", *key)
+
+    def _after_scrape(self, key: tuple[str, str], ctx: SpeculatorContext, state: AcceptanceState) -> None:
+        ns, name = key
+        if state.errors:
+            opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
+            log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))
+        if scrape_changes_status(ctx, state):
+            self.runner.trigger((c.SPECULATOR_KIND, ns, name))
+        elif state.summary and state.summary.get("pods"):
+            # No reconcile to update them: the exported gauges follow the live window from here.
+            opmetrics.set_acceptance(ns, name, state.summary)
 
     async def _scrape(self, key: tuple[str, str], body: dict[str, Any], spec: MetricsSpec) -> None:
+        """Scrape the Speculator's ready vLLM pods (source pods)."""
         ns, name = key
         try:
             ctx = SpeculatorContext.of(body)
             opmetrics.SCRAPES.labels(ns, name).inc()
-            if spec.source == "prometheus" and spec.prometheus_url:
-                try:
-                    delta, pods = await prometheus.query_acceptance(
-                        spec.prometheus_url, ns, ctx.workload_name, spec.window_seconds
-                    )
-                    state = self.store.record_query(key, spec.window_seconds, delta, pods, time.time())
-                except prometheus.PrometheusError as exc:
-                    state = self.store.record_query(key, spec.window_seconds, None, 0, time.time(), str(exc))
-                if ((body.get("status") or {}).get("canary") or {}).get("phase") in CANARY_ACTIVE:
-                    await self._query_canary(key, spec, ctx.canary_name)
-            else:
-                pods = await asyncio.to_thread(
-                    self.reads.list,
-                    "Pod",
-                    ns,
-                    {
-                        c.LABEL_SPECULATOR: name,
-                        c.LABEL_COMPONENT: "vllm",
-                        c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
-                    },
+            pods = await asyncio.to_thread(
+                self.reads.list,
+                "Pod",
+                ns,
+                {
+                    c.LABEL_SPECULATOR: name,
+                    c.LABEL_COMPONENT: "vllm",
+                    c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
+                },
+            )
+            # Canary pods (a retrained draft on trial) get a window of their own.
+            canary, stable = [], []
+            for pod in pods:
+                on_canary = (pod["metadata"].get("labels") or {}).get(c.LABEL_TRACK)
+                (canary if on_canary else stable).append(pod)
+            buckets = tuple(ctx.spec.tuning.load_buckets)
+            all_targets = scraper.targets(stable, ctx.spec.vllm.port)
+            canary_targets = scraper.targets(canary, ctx.spec.vllm.port)
+            results = await scraper.scrape([*all_targets, *canary_targets], model_name=None)
+            stamp = time.time()
+            state = self.store.record_scrape(
+                key, spec.window_seconds, results[: len(all_targets)], stamp, buckets
+            )
+            if canary or self.store.get(canary_key(key)) is not None:
+                self.store.record_scrape(
+                    canary_key(key), spec.window_seconds, results[len(all_targets) :], stamp
                 )
-                # Canary pods (a retrained draft on trial) get a window of their own.
-                canary, stable = [], []
-                for pod in pods:
-                    on_canary = (pod["metadata"].get("labels") or {}).get(c.LABEL_TRACK)
-                    (canary if on_canary else stable).append(pod)
-                buckets = tuple(ctx.spec.tuning.load_buckets)
-                all_targets = scraper.targets(stable, ctx.spec.vllm.port)
-                canary_targets = scraper.targets(canary, ctx.spec.vllm.port)
-                results = await scraper.scrape([*all_targets, *canary_targets], model_name=None)
-                stamp = time.time()
-                state = self.store.record_scrape(
-                    key, spec.window_seconds, results[: len(all_targets)], stamp, buckets
-                )
-                if canary or self.store.get(canary_key(key)) is not None:
-                    self.store.record_scrape(
-                        canary_key(key), spec.window_seconds, results[len(all_targets) :], stamp
-                    )
-            if state.errors:
-                opmetrics.SCRAPE_ERRORS.labels(ns, name).inc()
-                log.info("scrape of %s/%s: %s", ns, name, "; ".join(state.errors))
-            if scrape_changes_status(ctx, state):
-                self.runner.trigger((c.SPECULATOR_KIND, ns, name))
-            elif state.summary and state.summary.get("pods"):
-                # No reconcile to update them: the exported gauges follow the live window from here.
-                opmetrics.set_acceptance(ns, name, state.summary)
+            self._after_scrape(key, ctx, state)
         except asyncio.CancelledError:
             raise
         except Exception:
