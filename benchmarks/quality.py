@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 from pathlib import Path
@@ -63,6 +64,11 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=240)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--ours-args",
+        default="",
+        help="extra `speculators train` arguments for our EAGLE-3 runs (e.g. '--loss lk'), to try a recipe",
+    )
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--skip-eagle", action="store_true", help="skip the EAGLE-1/HASS run of our trainer")
     ap.add_argument("--skip-dflash", action="store_true", help="skip the DFlash runs (ours and upstream's)")
@@ -121,6 +127,7 @@ def main() -> None:
             out / f"ours-{seed}-ckpt",
             "--summary-path",
             out / f"ours-{seed}.json",
+            *shlex.split(args.ours_args),
             threads=t,
         )
         s = summary_of(out / f"ours-{seed}.json")
@@ -269,6 +276,7 @@ def main() -> None:
             "seeds": seeds,
             "threads": t,
         },
+        "ours_args": args.ours_args,
     }
     print(json.dumps(record, separators=(",", ":")))
 

@@ -58,7 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-steps", type=int, help="default: 1%% of the total steps")
     p.add_argument("--ttt-steps", type=int, default=3, help="train-time-test depth (default 3)")
     p.add_argument("--ttt-step-loss-decay", type=float, default=1.0, help="loss weight decay per TTT step")
-    p.add_argument("--loss", choices=("kl", "ce"), default="kl", help="eagle3/eagle (dflash: CE, see below)")
+    p.add_argument(
+        "--loss",
+        choices=("kl", "ce", "lk"),
+        default="kl",
+        help="eagle3/eagle: kl (upstream's default), ce (to the verifier's argmax), lk (hybrid LK: KL "
+        "blended into the acceptance rate as it grows) (dflash: CE, see below)",
+    )
     p.add_argument("--draft-vocab-size", type=int, help="default: the verifier's vocabulary")
     p.add_argument("--num-layers", type=int, help="draft decoder layers (default 1; dflash 5)")
     p.add_argument(

@@ -2,6 +2,10 @@
 
     kl  forward KL(p_verifier || q_draft), p restricted to the draft vocabulary (upstream's default)
     ce  cross-entropy against the argmax of the restricted verifier distribution
+    lk  the hybrid LK loss (Samarin et al., "LK Losses: Direct Acceptance Rate Optimization for
+        Speculative Decoding", arXiv 2602.23881; upstream 0.9.0's `lk_hybrid`): lambda * KL + (1 - lambda)
+        * TV with lambda = exp(-eta * sg(alpha)), alpha = sum_v min(p_v, q_v) the acceptance rate; KL's
+        strong gradient while the draft is far off, the acceptance rate itself once it is close
 
 `distill_loss(logits, targets, weights)` returns sum_i weights[i] * loss_i. The forward pass computes
 each chunk's loss and its gradient (softmax(z) - p, or softmax(z) - onehot) at once and keeps only the
@@ -15,8 +19,9 @@ from typing import Literal
 
 import torch
 
-LossKind = Literal["kl", "ce"]
-LOSSES: tuple[str, ...] = ("kl", "ce")
+LossKind = Literal["kl", "ce", "lk"]
+LOSSES: tuple[str, ...] = ("kl", "ce", "lk")
+LK_ETA = 3.0  # the paper's best hybrid setting (upstream's default)
 
 
 class _DistillLoss(torch.autograd.Function):
@@ -41,6 +46,19 @@ class _DistillLoss(torch.autograd.Function):
                 p = log_p.exp()
                 per_row = (p * (log_p - log_q)).sum(-1)
                 g = log_q.exp().sub_(p) if need_grad else None
+            elif kind == "lk":
+                log_p = torch.log_softmax(targets[a:b].float(), dim=-1)
+                p, q = log_p.exp(), log_q.exp()
+                below = q < p  # where min(p, q) is q: d alpha / dz = q * (below - sum(below * q))
+                alpha = torch.minimum(p, q).sum(-1)
+                lam = torch.exp(-LK_ETA * alpha)[:, None]
+                kl = (p * (log_p - log_q)).sum(-1)
+                per_row = lam[:, 0] * kl + (1 - lam[:, 0]) * (1 - alpha)
+                if need_grad:
+                    spill = (q * below).sum(-1, keepdim=True)
+                    g = lam * (q - p) + (1 - lam) * q * (spill - below.float())
+                else:
+                    g = None
             else:
                 tid = targets[a:b].argmax(dim=-1, keepdim=True)
                 per_row = -log_q.gather(-1, tid).squeeze(-1)
@@ -84,6 +102,12 @@ def reference_loss(
     if kind == "kl":
         log_p = torch.log_softmax(targets.float(), dim=-1)
         per_row = (log_p.exp() * (log_p - log_q)).sum(-1)
+    elif kind == "lk":
+        log_p = torch.log_softmax(targets.float(), dim=-1)
+        p = log_p.exp()
+        alpha = torch.minimum(p, log_q.exp()).sum(-1)
+        lam = torch.exp(-LK_ETA * alpha.detach())
+        per_row = lam * (p * (log_p - log_q)).sum(-1) + (1 - lam) * (1 - alpha)
     else:
         per_row = -log_q.gather(-1, targets.argmax(-1, keepdim=True)).squeeze(-1)
     return (per_row * weights.float()).sum()

@@ -68,7 +68,7 @@ def train_args(stack, prepared, hidden_states, out: Path, *extra) -> list:
     ]
 
 
-@pytest.mark.parametrize("kind", ["kl", "ce"])
+@pytest.mark.parametrize("kind", ["kl", "ce", "lk"])
 def test_fused_loss_matches_autograd(kind):
     torch.manual_seed(0)
     logits = torch.randn(300, 97, requires_grad=True)
