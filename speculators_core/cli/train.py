@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if launch:
         return _launch()
     from speculators_core.data.errors import cli_errors
-    from speculators_core.train.distributed import init_distributed, shutdown
+    from speculators_core.train.distributed import barrier, init_distributed, shutdown
     from speculators_core.train.loop import Trainer
 
     env = None
@@ -225,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
             cfg = _config(args)
             env = init_distributed(args.device)
             summary = Trainer(cfg, env, emit=emit_json_line).run()
+            # Every rank tears its process group down together: a rank that exits while rank 0 still
+            # writes the model can abort in Gloo's teardown (seen once under load with FSDP2).
+            barrier()
     except UserError as exc:
         _record_exit(int(exc.exit_code), str(exc))
         raise
