@@ -236,6 +236,12 @@ def run(args: argparse.Namespace) -> int:
     if env is not None and env.is_main:
         write_summary(args.summary_path, summary)
         emit_json_line({"event": "done", **summary})
+    if env is not None and env.distributed:
+        # A torchrun child whose work is written: leave without interpreter finalization, where Gloo's
+        # C++ threads can still hold Python objects and abort the process (pytorch/pytorch#179291).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(ExitCode.OK))
     return ExitCode.OK
 
 

@@ -117,7 +117,7 @@ def test_two_processes_train_like_one(stack, prepared, hidden_states, tmp_path, 
     proc = cli_subprocess(
         *two, "--summary-path", tmp_path / "s.json", env={"NNODES": "1", "NPROC_PER_NODE": "2"}
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-3000:]}"
     assert read_json(tmp_path / "s.json")["world_size"] == 2
     assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
 
