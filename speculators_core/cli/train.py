@@ -225,8 +225,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = _config(args)
             env = init_distributed(args.device)
             summary = Trainer(cfg, env, emit=emit_json_line).run()
-            # Every rank tears its process group down together: a rank that exits while rank 0 still
-            # writes the model can abort in Gloo's teardown (seen once under load with FSDP2).
+            # Every rank reaches the teardown together (rank 0 may still be writing the model).
             barrier()
     except UserError as exc:
         _record_exit(int(exc.exit_code), str(exc))

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from speculators_core.vllm_metrics.acceptance import Counters
 from speculators_operator import constants as c
@@ -27,7 +27,17 @@ from speculators_operator.status.speculator import scrape_changes_status
 log = logging.getLogger(__name__)
 
 Member = tuple[tuple[str, str], dict[str, Any], MetricsSpec]  # (namespace, name), body, spec.metrics
+Group = tuple[str, str, int, int]  # Prometheus URL, namespace, windowSeconds, intervalSeconds
 ANSWER_TTL = 5.0  # seconds a Prometheus round answers the members of its group that come due after it
+
+
+class Answer(NamedTuple):
+    """A group's last Prometheus round."""
+
+    at: float  # monotonic
+    found: dict[str, tuple[Counters, int]]  # deployment -> (window increases, pods)
+    error: str | None
+    stamp: float  # wall clock, what the store records
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
@@ -65,9 +75,8 @@ class MetricsLoop:
         self.tick = tick
         self._due: dict[tuple[str, str], float] = {}
         self._busy: set[tuple[str, str]] = set()
-        self._busy_groups: set[tuple[str, str, int, int]] = set()
-        # group -> (monotonic time, deployment -> (counters, pods), error, wall time) of its last round
-        self._answers: dict[tuple[str, str, int, int], tuple[float, Any, str | None, float]] = {}
+        self._busy_groups: set[Group] = set()
+        self._answers: dict[Group, Answer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -88,7 +97,7 @@ class MetricsLoop:
         # Speculators read from Prometheus go in groups (server, namespace, window, interval): one round
         # of queries answers a whole group, and members that come due within ANSWER_TTL of it reuse the
         # answer. Each keeps its own phase, so the status writes a round can cause stay spread out.
-        groups: dict[tuple[str, str, int, int], list[Member]] = {}
+        groups: dict[Group, list[Member]] = {}
         for key, body in self.registry.items(c.SPECULATOR_KIND):
             seen.add(key)
             spec = MetricsSpec.model_validate(((body.get("spec") or {}).get("metrics")) or {})
@@ -109,13 +118,13 @@ class MetricsLoop:
             for key, _, _ in due:
                 self._due[key] = now + group[3]
             answer = self._answers.get(group)
-            if answer is not None and now - answer[0] < min(ANSWER_TTL, group[3] / 2):
-                self._record_group(due, answer[1], answer[2], answer[3])
+            if answer is not None and now - answer.at < min(ANSWER_TTL, group[3] / 2):
+                self._record_group(due, answer)
                 continue
             self._busy_groups.add(group)
             self._spawn(self._query_group(group, due), f"query {group[:2]}")
         for group in [g for g in self._answers if g not in groups and g not in self._busy_groups]:
-            if now - self._answers[group][0] >= ANSWER_TTL:
+            if now - self._answers[group].at >= ANSWER_TTL:
                 del self._answers[group]
         for key in set(self._due) - seen:
             self._due.pop(key, None)
@@ -127,7 +136,7 @@ class MetricsLoop:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _query_group(self, group: tuple[str, str, int, int], members: list[Member]) -> None:
+    async def _query_group(self, group: Group, members: list[Member]) -> None:
         """One round of Prometheus queries for a group, recorded for the members due now and kept for
         those due in the next ANSWER_TTL seconds."""
         url, ns, window, _ = group
@@ -136,19 +145,12 @@ class MetricsLoop:
                 found, error = await prometheus.query_namespace(url, ns, window), None
             except prometheus.PrometheusError as exc:
                 found, error = {}, str(exc)
-            answer = (time.monotonic(), found, error, time.time())
-            self._answers[group] = answer
-            self._record_group(members, found, error, answer[3])
+            self._answers[group] = answer = Answer(time.monotonic(), found, error, time.time())
+            self._record_group(members, answer)
         finally:
             self._busy_groups.discard(group)
 
-    def _record_group(
-        self,
-        members: list[Member],
-        found: dict[str, tuple[Counters, int]],
-        error: str | None,
-        stamp: float,
-    ) -> None:
+    def _record_group(self, members: list[Member], answer: Answer) -> None:
         """Each member's window from a round's answer (and its active canary's: a Deployment of its own)."""
         for key, body, spec in members:
             try:
@@ -159,10 +161,11 @@ class MetricsLoop:
                     deployments.append((canary_key(key), ctx.canary_name))
                 states = []
                 for store_key, deployment in deployments:
-                    delta, pods = found.get(deployment, (Counters(0.0, 0.0, 0.0, {}), 0))
+                    delta, pods = answer.found.get(deployment, (Counters(0.0, 0.0, 0.0, {}), 0))
+                    delta_or_none = None if answer.error else delta
                     states.append(
                         self.store.record_query(
-                            store_key, spec.window_seconds, None if error else delta, pods, stamp, error
+                            store_key, spec.window_seconds, delta_or_none, pods, answer.stamp, answer.error
                         )
                     )
                 self._after_scrape(key, ctx, states[0])

@@ -29,8 +29,14 @@ class ResolvedDraft:
     num_speculative_tokens: int
     # vLLM's num_speculative_tokens_per_batch_size: ((first batch size, last, k), ...), from spec.tuning.
     schedule: tuple[tuple[int, int, int], ...] | None = None
-    # The most tokens the draft can propose per step (a DFlash block: block_size - 1), when known.
+    # The most tokens the draft can propose per step (a DFlash block: block_size - 1), when known: k is
+    # never served above it.
     max_speculative_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        limit = self.max_speculative_tokens
+        if limit is not None and limit > 0 and self.num_speculative_tokens > limit:
+            object.__setattr__(self, "num_speculative_tokens", limit)
 
 
 class SpeculatorContext(r.ResourceContext[SpeculatorSpec]):

@@ -110,12 +110,8 @@ def _common_k(a: dict[str, Any], b: dict[str, Any]) -> int:
     return max(1, min(ks))
 
 
-def within_limit(k: int, limit: Any) -> int:
-    """k, lowered to what the draft proposes per step when that is known (a DFlash block)."""
-    return min(k, int(limit)) if isinstance(limit, int) and limit > 0 else k
-
-
-def _draft_status(draft: ResolvedDraft, **extra: Any) -> dict[str, Any]:
+def draft_status(draft: ResolvedDraft, **extra: Any) -> dict[str, Any]:
+    """status.draft's shape (and the loop's records of drafts) for a draft as served."""
     out = {
         "uri": draft.source.uri,
         "method": draft.method,
@@ -178,7 +174,7 @@ class _Loop:
         return ResolvedDraft(
             ModelSource(uri=promoted["uri"]),
             str(promoted.get("method") or self.base.method),
-            within_limit(k or 3, limit),
+            k or 3,
             max_speculative_tokens=limit or None,
         )
 
@@ -209,9 +205,9 @@ class _Loop:
     def _promote(self, stable: ResolvedDraft, canary_m: dict[str, Any] | None) -> ResolvedDraft:
         assert self.canary is not None
         draft = dict(self.canary.get("draft") or {})
-        old = self.served_status or _draft_status(stable)
+        old = self.served_status or draft_status(stable)
         if not self.r.get("promoted"):
-            self.r["replaced"] = self.served_status or _draft_status(stable)
+            self.r["replaced"] = self.served_status or draft_status(stable)
         self.previous_drafts = [old, *[d for d in self.previous_drafts if d.get("uri") != old.get("uri")]]
         self.previous_drafts = self.previous_drafts[:MAX_PREVIOUS]
         self.r["promoted"] = {**draft, "training": self.canary.get("training"), "promotedAt": self.now}
@@ -299,7 +295,7 @@ class _Loop:
             self.out.canary = ResolvedDraft(
                 ModelSource(uri=draft["uri"]),
                 str(draft.get("method") or stable.method),
-                within_limit(stable.num_speculative_tokens, limit),
+                stable.num_speculative_tokens,
                 schedule=stable.schedule,
                 max_speculative_tokens=limit or None,
             )
@@ -348,19 +344,15 @@ class _Loop:
             self.canary = {
                 "phase": "Starting",
                 "training": name,
-                "draft": {
-                    "uri": uri,
-                    "method": output.get("method") or stable.method,
-                    # Compared at the stable pods' k, within what one block of a DFlash draft proposes.
-                    "numSpeculativeTokens": within_limit(
-                        stable.num_speculative_tokens, output.get("maxSpeculativeTokens")
-                    ),
-                    **(
-                        {"maxSpeculativeTokens": output["maxSpeculativeTokens"]}
-                        if output.get("maxSpeculativeTokens")
-                        else {}
-                    ),
-                },
+                # Compared at the stable pods' k, within what one block of a DFlash draft proposes.
+                "draft": draft_status(
+                    ResolvedDraft(
+                        ModelSource(uri=uri),
+                        str(output.get("method") or stable.method),
+                        stable.num_speculative_tokens,
+                        max_speculative_tokens=output.get("maxSpeculativeTokens") or None,
+                    )
+                ),
                 "deployment": self.ctx.canary_name,
                 "replicas": replicas,
                 "readyReplicas": 0,

@@ -597,9 +597,7 @@ def derive_speculator(
             # The canary drafts exactly as the stable pods do (k, schedule): only the draft differs.
             canary = replace(
                 outcome.canary,
-                num_speculative_tokens=loop.within_limit(
-                    draft.num_speculative_tokens, outcome.canary.max_speculative_tokens
-                ),
+                num_speculative_tokens=draft.num_speculative_tokens,
                 schedule=draft.schedule,
             )
         serve = {"kserve": _serve_kserve, "llmisvc": _serve_llmisvc}.get(spec.backend, _serve_deployment)
@@ -669,15 +667,7 @@ def derive_speculator(
     if url is not None:
         status["url"] = url
     if draft is not None:
-        status["draft"] = {
-            "uri": draft.source.uri,
-            "method": draft.method,
-            "numSpeculativeTokens": draft.num_speculative_tokens,
-        }
-        if draft.max_speculative_tokens:
-            status["draft"]["maxSpeculativeTokens"] = draft.max_speculative_tokens
-        if draft.source.revision:
-            status["draft"]["revision"] = draft.source.revision
+        status["draft"] = loop.draft_status(draft)
         promoted = ((outcome.retrain if outcome else None) or {}).get("promoted") or {}
         if promoted.get("uri") == draft.source.uri:
             status["draft"]["training"] = promoted.get("training")
