@@ -46,6 +46,15 @@ def _human(info: dict[str, object]) -> str:
             f"block:              {info['block_size']} tokens per pass ({anchor}: at most "
             f"{info['max_speculative_tokens']} drafted), mask token {info['mask_token_id']}"
         )
+    if "conv_kernel_size" in info:
+        lines.append(
+            f"local convolution:  {info['conv_kernel_size']} taps around each layer's attention and MLP, "
+            f"one kernel per {info['conv_group_size']} channels"
+        )
+        lines.append(
+            f"candidate selector: rank {info['selector_rank']}, reranks the unary "
+            f"top-{info['selector_top_k']} of each drafted token"
+        )
     lines.append("")
     if info.get("vllm_serve_command"):
         lines.append(f"serve with vLLM ({info['vllm_serve_note']}):")

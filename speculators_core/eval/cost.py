@@ -37,8 +37,13 @@ def per_token_flops_verifier(config: dict[str, Any]) -> float:
 
 
 def per_token_flops_draft(model: Any) -> float:
-    """2 x the draft's parameters used per token (embed_tokens is a lookup: excluded)."""
-    params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed_tokens"))
+    """2 x the draft's parameters used per token (embed_tokens and DFlash2's selector codebooks are row
+    lookups, 1 + top-k rows per token, not matmuls: excluded)."""
+    params = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if not n.startswith("embed_tokens") and not n.endswith("_codebook")
+    )
     return 2.0 * params
 
 

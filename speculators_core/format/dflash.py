@@ -14,6 +14,10 @@ Facts that shape the file (upstream `models/dflash/config.py`, vLLM `configs/spe
 - `sample_from_anchor: false` (upstream's default and what vLLM serves) drafts `block_size - 1` tokens
   per block; true drafts `block_size`. `proposal_methods[0].speculative_tokens` may not exceed that.
 - `dflash2` adds grouped local convolutions and a candidate selector and is served as `method: dflash`.
+  vLLM's DFlash2 model reads the four conv/selector keys with `int(dflash_config[key])` and its updater
+  copies only keys that are set, so they are always written (a config relying on upstream's defaults
+  would raise a bare KeyError there). Upstream's model refuses a reduced vocabulary and vLLM's selector
+  ignores d2t (its candidates are lm_head rows), so dflash2 is full-vocabulary only.
 """
 
 from __future__ import annotations
@@ -118,10 +122,14 @@ class DFlashConfig(DraftShape, SpeculatorModelConfig):
     "dflash2",
     method="dflash",
     vllm_serves=True,
-    has_model=False,
+    has_model=True,
     description="DFlash2 (local convolutions, candidate selector; served as dflash)",
 )
 class DFlash2Config(DFlashConfig):
+    """DFlash plus a grouped dynamic causal convolution around each layer's attention and MLP
+    (`conv_kernel_size` taps, one kernel per `conv_group_size` channels) and a bilinear candidate selector
+    (`selector_rank`) that reranks the unary top-`selector_top_k` at inference."""
+
     default_architectures: ClassVar[list[str]] = ["DFlash2DraftModel"]
 
     speculators_model_type: Literal["dflash2"] = "dflash2"  # type: ignore[assignment]
@@ -130,3 +138,27 @@ class DFlash2Config(DFlashConfig):
     conv_group_size: int = Field(default=16, ge=1)
     selector_rank: int = Field(default=256, ge=1)
     selector_top_k: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _dflash2_shape(self) -> DFlash2Config:
+        # The checks upstream's DFlash2DraftModel and GroupedDynamicCausalConv make when the model is built,
+        # moved to the config so that inspect and load name the field before any tensor is read.
+        vocab = self.transformer_layer_config.vocab_size
+        if self.draft_vocab_size != vocab:
+            raise ValueError(
+                f"draft_vocab_size ({self.draft_vocab_size}) must equal transformer_layer_config.vocab_size "
+                f"({vocab}): dflash2 drafts over the full verifier vocabulary (upstream refuses a reduced "
+                "one, and vLLM's candidate selector reads lm_head rows without d2t)"
+            )
+        if self.selector_top_k > vocab:
+            raise ValueError(f"selector_top_k ({self.selector_top_k}) cannot exceed the vocabulary ({vocab})")
+        if self.hidden_size % self.conv_group_size:
+            raise ValueError(
+                f"conv_group_size ({self.conv_group_size}) must divide the draft hidden_size "
+                f"({self.hidden_size})"
+            )
+        if self.conv_kernel_size > self.block_size:
+            raise ValueError(
+                f"conv_kernel_size ({self.conv_kernel_size}) cannot exceed block_size ({self.block_size})"
+            )
+        return self

@@ -2,7 +2,8 @@
 
 `describe_checkpoint(directory)` returns the `inspect --json` object (docs/architecture.md):
 algorithm, method, speculative_tokens, verifier, vocab_size, draft_vocab_size, params, plus
-speculators_model_type, hidden_size, num_layers, aux_layer_ids, dtype, vllm_serves and the serve command.
+speculators_model_type, hidden_size, num_layers, aux_layer_ids, dtype, vllm_serves and the serve command;
+DFlash adds block_size, mask_token_id, target_layer_ids, and dflash2 its conv and selector sizes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from speculators_core.format.dflash import DFlashConfig
+from speculators_core.format.dflash import DFlash2Config, DFlashConfig
 from speculators_core.format.eagle import EagleConfig
 from speculators_core.format.eagle3 import Eagle3Config
 from speculators_core.format.envelope import SpeculatorModelConfig
@@ -70,6 +71,11 @@ def describe_config(config: SpeculatorModelConfig) -> dict[str, Any]:
         out["mask_token_id"] = config.mask_token_id
         out["sample_from_anchor"] = config.sample_from_anchor
         out["max_speculative_tokens"] = config.max_speculative_tokens
+    if isinstance(config, DFlash2Config):
+        out["conv_kernel_size"] = config.conv_kernel_size
+        out["conv_group_size"] = config.conv_group_size
+        out["selector_rank"] = config.selector_rank
+        out["selector_top_k"] = config.selector_top_k
     return out
 
 

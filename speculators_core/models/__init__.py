@@ -3,10 +3,12 @@
 Public API:
     Eagle3DraftModel, EagleDraftModel        models (forward = TTT unroll, propose = drafting)
     DFlashDraftModel                         forward = blocks at anchors, propose = one block
+    DFlash2DraftModel                        DFlash + local convolutions; propose reranks (selector)
     load_draft_model(ref, verifier=None, ...) -> DraftModel     dispatch on speculators_model_type
     build_eagle3_config(verifier_config, ...) -> Eagle3Config   upstream's training defaults
     build_eagle_config(verifier_config, ...) -> EagleConfig     EAGLE-1/HASS layout for training
     build_dflash_config(verifier_config, ...) -> DFlashConfig   upstream's DFlash recipe
+    build_dflash2_config(verifier_config, ...) -> DFlash2Config upstream's dflash2 defaults on that recipe
     VerifierHead                             verifier logits over the draft vocabulary (training targets)
     read_verifier_config, load_verifier_tensors
     DraftOutput, Proposal
@@ -22,6 +24,7 @@ from speculators_core.format.errors import FormatError
 from speculators_core.format.registry import get_speculator_type
 from speculators_core.models.base import CHECKPOINT_PATTERNS, DraftModel, DraftOutput, Proposal
 from speculators_core.models.dflash import DFlashDraftModel, build_dflash_config
+from speculators_core.models.dflash2 import DFlash2DraftModel, build_dflash2_config
 from speculators_core.models.eagle import EagleDraftModel, build_eagle_config
 from speculators_core.models.eagle3 import (
     Eagle3DraftModel,
@@ -37,6 +40,7 @@ MODEL_CLASSES: dict[str, type[DraftModel]] = {
     "eagle3": Eagle3DraftModel,
     "eagle": EagleDraftModel,
     "dflash": DFlashDraftModel,
+    "dflash2": DFlash2DraftModel,
 }
 
 
@@ -59,6 +63,7 @@ def load_draft_model(ref: str | os.PathLike[str], **kwargs: Any) -> DraftModel:
 
 __all__ = [
     "MODEL_CLASSES",
+    "DFlash2DraftModel",
     "DFlashDraftModel",
     "DraftModel",
     "DraftOutput",
@@ -66,6 +71,7 @@ __all__ = [
     "EagleDraftModel",
     "Proposal",
     "VerifierHead",
+    "build_dflash2_config",
     "build_dflash_config",
     "build_eagle3_config",
     "build_eagle_config",

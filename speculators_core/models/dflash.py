@@ -157,7 +157,7 @@ class DFlashDraftModel(VocabMapping, DraftModel):
             len(config.aux_hidden_state_layer_ids) * config.verifier_hidden_size, hidden, bias=False
         )
         self.hidden_norm = RMSNorm(hidden, eps=lc.rms_norm_eps)
-        self.layers = nn.ModuleList([DFlashDecoderLayer(lc, i) for i in range(lc.num_hidden_layers)])
+        self.layers = nn.ModuleList([self._make_layer(lc, i) for i in range(lc.num_hidden_layers)])
         self.norm = RMSNorm(hidden, eps=lc.rms_norm_eps)
         self.lm_head = nn.Linear(hidden, self.draft_vocab_size, bias=False)
         self._init_vocab_mapping(config.uses_vocab_mapping)
@@ -171,6 +171,10 @@ class DFlashDraftModel(VocabMapping, DraftModel):
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
+
+    def _make_layer(self, layer_config: PretrainedConfig, layer_idx: int) -> DFlashDecoderLayer:
+        """One draft layer (DFlash2 wraps the same attention and MLP in convolutions)."""
+        return DFlashDecoderLayer(layer_config, layer_idx)
 
     # ----------------------------------------------------------------- what is stored
     @property
@@ -236,7 +240,11 @@ class DFlashDraftModel(VocabMapping, DraftModel):
             )
         return self.hidden_norm(self.fc(hidden_states.to(self.fc.weight.dtype)))
 
-    def _blocks(
+    def _blocks(self, *args: torch.Tensor | None) -> torch.Tensor:
+        """Logits [B, A*bs, V_draft] of the blocks (arguments as _block_states)."""
+        return self.lm_head(self._block_states(*args))  # type: ignore[arg-type]
+
+    def _block_states(
         self,
         hidden_states: torch.Tensor,  # [B, T, n_aux*H_v] context states
         context_positions: torch.Tensor,  # [B, T] rotary positions of the context
@@ -246,6 +254,7 @@ class DFlashDraftModel(VocabMapping, DraftModel):
         limits: torch.Tensor,  # [B, A] block j sees context p < limits[j]
         block_docs: torch.Tensor | None,  # [B, A]
     ) -> torch.Tensor:
+        """The blocks' final normed states [B, A*bs, H] (what lm_head reads, and DFlash2's selector)."""
         if not self.verifier_loaded:
             raise CheckpointError(
                 "the verifier's embeddings are not loaded; load with verifier=... or call attach_verifier"
@@ -275,7 +284,7 @@ class DFlashDraftModel(VocabMapping, DraftModel):
             )
         for layer in self.layers:
             block = layer(block, context, cos, sin, (full, sliding))
-        return self.lm_head(self.norm(block))
+        return self.norm(block)
 
     def forward(  # type: ignore[override]
         self,
@@ -337,12 +346,34 @@ class DFlashDraftModel(VocabMapping, DraftModel):
         block at row r is anchored at x_{r+1} and sees the states of rows <= r of its document; slot j
         predicts x_{r+1+j}, whose target is the verifier's distribution after x_{r+j} (row r+j-1 of the
         shifted `last`). position_ids: rotary positions of the states (default 0 at each document start)."""
+        return self._blocks(
+            *self._row_inputs(
+                input_ids,
+                hidden_states,
+                rows,
+                attention_mask=attention_mask,
+                document_ids=document_ids,
+                position_ids=position_ids,
+            )
+        )
+
+    def _row_inputs(
+        self,
+        input_ids: torch.Tensor,
+        hidden_states: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        """_block_states' arguments for blocks anchored after `rows` in the shifted layout."""
         batch, length = aligned_shape(input_ids, hidden_states)
         docs = document_ids_from(attention_mask, document_ids, batch, length)
         if position_ids is None:
             position_ids = default_position_ids(docs, batch, length, input_ids.device) - 1
         rows = rows.to(device=input_ids.device, dtype=torch.long)
-        return self._blocks(
+        return (
             hidden_states,
             position_ids,
             docs,
@@ -375,12 +406,17 @@ class DFlashDraftModel(VocabMapping, DraftModel):
                 f"{self.config.max_speculative_tokens}"
             )
         batch, length = input_ids.shape
-        rows = last_rows(attention_mask, batch, length, input_ids.device)
-        logits = self.forward_rows(
-            input_ids, hidden_states, rows[:, None], attention_mask=attention_mask, position_ids=position_ids
+        rows = last_rows(attention_mask, batch, length, input_ids.device)[:, None]
+        inputs = self._row_inputs(
+            input_ids, hidden_states, rows, attention_mask=attention_mask, position_ids=position_ids
         )
         first = 0 if self.config.sample_from_anchor else 1
-        logits = logits[:, first : first + k]
+        states = self._block_states(*inputs)[:, first : first + k]  # type: ignore[arg-type]
+        return self._choose(input_ids.gather(1, rows)[:, 0], states, self.lm_head(states))
+
+    def _choose(self, anchors: torch.Tensor, states: torch.Tensor, logits: torch.Tensor) -> Proposal:
+        """The drafted tokens of one block per sequence from its drafting slots' states [B, k, H] and
+        logits [B, k, V_draft]: each slot's argmax (DFlash2 reranks with its candidate selector)."""
         return Proposal(token_ids=self.to_target_ids(logits.argmax(dim=-1)), logits=logits)
 
 
