@@ -69,6 +69,12 @@ def main() -> None:
         default="",
         help="extra `speculators train` arguments for our EAGLE-3 runs (e.g. '--loss lk'), to try a recipe",
     )
+    ap.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also train ours with upstream's EAGLE-3 recipe (--step-weighting uniform --no-train-lm-head) "
+        "per seed: what the recipe adds over the trainer alone",
+    )
     ap.add_argument("--skip-upstream", action="store_true")
     ap.add_argument("--skip-eagle", action="store_true", help="skip the EAGLE-1/HASS run of our trainer")
     ap.add_argument("--skip-dflash", action="store_true", help="skip the DFlash runs (ours and upstream's)")
@@ -135,6 +141,16 @@ def main() -> None:
         run["train"] = {k: s[k] for k in ("steps", "tokens", "tokens_per_s", "est_accept_len", "acc")}
         run["train"]["peak_rss_mb"] = round(r.peak_rss_mb, 1)
         runs["ours"].append({"seed": seed, **run})
+        if args.ablate:
+            d = out / f"ours-upstream-recipe-{seed}"
+            speculators(
+                *("train", *common, "--seed", seed, "--epochs", args.epochs, "--output", d),
+                *("--checkpoint-dir", out / f"ours-upstream-recipe-{seed}-ckpt"),
+                *("--step-weighting", "uniform", "--no-train-lm-head", *shlex.split(args.ours_args)),
+                threads=t,
+            )
+            run = evaluate(st, d, prompts, args, out / f"eval-ours-upstream-recipe-{seed}.json")
+            runs.setdefault("ours_upstream_recipe", []).append({"seed": seed, **run})
         if data_path is not None:
             stats, up, final = upstream_train(
                 st,
@@ -226,6 +242,10 @@ def main() -> None:
     ratios = {}
     if "upstream" in mean and "ours" in mean:
         ratios["eagle3_ours_over_upstream"] = round(mean["ours"] / mean["upstream"], 4)
+    if "upstream" in mean and "ours_upstream_recipe" in mean:
+        ratios["eagle3_ours_upstream_recipe_over_upstream"] = round(
+            mean["ours_upstream_recipe"] / mean["upstream"], 4
+        )
     if "upstream" in dflash_mean and "ours" in dflash_mean:
         ratios["dflash_ours_over_upstream"] = round(dflash_mean["ours"] / dflash_mean["upstream"], 4)
     record = {
@@ -248,6 +268,11 @@ def main() -> None:
             "runs": dflash_runs,
         },
         "per_seed": {name: [r["mean_accept_len"] for r in rs] for name, rs in runs.items() if rs},
+        "spread": {
+            name: round(statistics.pstdev(r["mean_accept_len"] for r in rs), 4)
+            for name, rs in runs.items()
+            if rs
+        },
         "runs": runs,
         "untrained": base,
         "verifier": {
@@ -275,6 +300,11 @@ def main() -> None:
             "ttt_steps": 3,
             "seeds": seeds,
             "threads": t,
+        },
+        "recipe": {
+            "ours": "speculators train defaults: --step-weighting acceptance, lm_head trained, "
+            + (args.ours_args or "no extra args"),
+            "upstream": "kl_div, ttt_step_loss_decay 1.0, lm_head frozen at the verifier's rows",
         },
         "ours_args": args.ours_args,
     }

@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ttt-steps", type=int, default=3, help="train-time-test depth (default 3)")
     p.add_argument("--ttt-step-loss-decay", type=float, default=1.0, help="loss weight decay per TTT step")
     p.add_argument(
+        "--step-weighting",
+        choices=("acceptance", "uniform"),
+        default="acceptance",
+        help="eagle3/eagle: acceptance (default) weighs a start's step-s loss by the draft's probability "
+        "that its steps before s are accepted; uniform: every step's rows alike (upstream)",
+    )
+    p.add_argument(
         "--loss",
         choices=("kl", "ce", "lk"),
         default="kl",
@@ -113,7 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
     p.add_argument(
-        "--train-lm-head", action="store_true", help="train lm_head too (upstream keeps it frozen)"
+        "--train-lm-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the draft's lm_head (default: on for eagle3, as EAGLE-3's own recipe; upstream "
+        "speculators keeps it frozen at the verifier's rows: --no-train-lm-head)",
     )
     p.add_argument(
         "--no-exact-accuracy", action="store_true", help="accuracy against the draft-vocabulary argmax only"
@@ -152,6 +163,7 @@ def _config(args: argparse.Namespace):
         warmup_steps=args.warmup_steps,
         ttt_steps=args.ttt_steps,
         step_decay=args.ttt_step_loss_decay,
+        step_weighting=args.step_weighting,
         loss=args.loss,
         draft_vocab_size=args.draft_vocab_size,
         num_layers=args.num_layers,

@@ -11,6 +11,7 @@ from typing import Any
 from speculators_core.data.errors import InputError
 from speculators_core.train.losses import LOSSES
 from speculators_core.train.optim import SCHEDULES
+from speculators_core.train.ttt import STEP_WEIGHTINGS
 
 ALGORITHMS = ("eagle3", "eagle", "dflash")
 DFLASH_WEIGHTINGS = ("dpace", "fixed-exp-decay")
@@ -37,6 +38,7 @@ class TrainConfig:
     warmup_steps: int | None = None  # default: 1% of the total steps (upstream)
     ttt_steps: int = 3
     step_decay: float = 1.0
+    step_weighting: str = "acceptance"  # or "uniform" (upstream); see train/ttt.py
     loss: str = "kl"
     draft_vocab_size: int | None = None  # default: the verifier vocabulary (upstream)
     num_layers: int | None = None  # default 1 (eagle3, eagle), 5 (dflash: upstream's recipe)
@@ -59,7 +61,7 @@ class TrainConfig:
     row_layout: str = "grouped"  # a packed row's documents as length-grouped padded rows, or one packed row
     precision: str = "auto"  # bf16 autocast on GPU, fp32 on CPU
     save_dtype: str = "bfloat16"
-    train_lm_head: bool = False
+    train_lm_head: bool | None = None  # default: True for eagle3 (its format stores lm_head), else False
     exact_accuracy: bool = True
     online_dtype: str = "bfloat16"
     online_batch_tokens: int = 16384
@@ -80,6 +82,17 @@ class TrainConfig:
             self.num_layers = 5 if dflash else 1
         if self.num_speculative_tokens is None:
             self.num_speculative_tokens = self.block_size - 1 if dflash else 3
+        if self.train_lm_head is None:
+            # EAGLE-3's own recipe trains the draft's lm_head (stored in the format); upstream freezes it at
+            # the verifier's rows. EAGLE-1/HASS and full-vocabulary DFlash borrow the verifier's head.
+            self.train_lm_head = self.algorithm == "eagle3"
+        if self.train_lm_head and self.algorithm == "eagle":
+            raise InputError(
+                "--train-lm-head: an EAGLE-1/HASS draft has no lm_head of its own (the format borrows the "
+                "verifier's); drop the flag or use --algorithm eagle3"
+            )
+        if self.step_weighting not in STEP_WEIGHTINGS:
+            raise InputError(f"--step-weighting {self.step_weighting}: allowed {', '.join(STEP_WEIGHTINGS)}")
         if dflash:
             if not 2 <= self.block_size <= 64:
                 raise InputError(f"--block-size must be 2-64, got {self.block_size}")

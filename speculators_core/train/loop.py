@@ -412,6 +412,8 @@ class Trainer:
             full_head=self.full_head,
             compute_dtype=self.compute_dtype,
             denominators=counts,
+            # Validation reports the plain per-step loss, comparable across weightings.
+            weighting=cfg.step_weighting if train else "uniform",  # type: ignore[arg-type]
         )
 
     def _on_device(self, batch: Batch) -> Batch:

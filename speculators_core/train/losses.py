@@ -7,7 +7,9 @@
         * TV with lambda = exp(-eta * sg(alpha)), alpha = sum_v min(p_v, q_v) the acceptance rate; KL's
         strong gradient while the draft is far off, the acceptance rate itself once it is close
 
-`distill_loss(logits, targets, weights)` returns sum_i weights[i] * loss_i. The forward pass computes
+`distill_loss(logits, targets, weights)` returns sum_i weights[i] * loss_i; with `accept_out` it also
+fills, per row, the draft's probability of the verifier's top token (what greedy verification accepts),
+read off the same softmax. The forward pass computes
 each chunk's loss and its gradient (softmax(z) - p, or softmax(z) - onehot) at once and keeps only the
 gradient, so no [N, V] float32 log-probabilities live until backward: less memory and one pass fewer
 than autograd through log_softmax (upstream needs Triton kernels for this; this runs anywhere).
@@ -33,6 +35,7 @@ class _DistillLoss(torch.autograd.Function):
         weights: torch.Tensor,
         kind: str,
         chunk_rows: int,
+        accept_out: torch.Tensor | None,
     ) -> torch.Tensor:
         need_grad = logits.requires_grad
         grad = torch.empty_like(logits) if need_grad else None
@@ -68,6 +71,9 @@ class _DistillLoss(torch.autograd.Function):
                     else None
                 )
             total += (per_row * w).sum()
+            if accept_out is not None:
+                top = targets[a:b].argmax(dim=-1, keepdim=True)
+                accept_out[a:b] = log_q.gather(-1, top).squeeze(-1).exp()
             if grad is not None and g is not None:
                 grad[a:b] = (g * w[:, None]).to(grad.dtype)
         ctx.save_for_backward(grad if grad is not None else torch.empty(0))
@@ -76,7 +82,7 @@ class _DistillLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor):  # type: ignore[override]
         (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * grad_out.to(grad.dtype), None, None, None, None
+        return grad * grad_out.to(grad.dtype), None, None, None, None, None
 
 
 def distill_loss(
@@ -85,13 +91,17 @@ def distill_loss(
     weights: torch.Tensor,
     kind: LossKind = "kl",
     chunk_rows: int = 2048,
+    accept_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted sum of per-row losses; logits [N, V] (draft), targets [N, V] (verifier), weights [N]."""
+    """Weighted sum of per-row losses; logits [N, V] (draft), targets [N, V] (verifier), weights [N].
+    `accept_out` [N] float32, if given, receives q(argmax p) per row (no gradient)."""
     if kind not in LOSSES:
         raise ValueError(f"loss {kind!r} is not supported; allowed: {', '.join(LOSSES)}")
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
-    return _DistillLoss.apply(logits, targets, weights, kind, chunk_rows)
+    if accept_out is not None and accept_out.shape != logits.shape[:1]:
+        raise ValueError(f"accept_out has shape {tuple(accept_out.shape)}, expected ({logits.shape[0]},)")
+    return _DistillLoss.apply(logits, targets, weights, kind, chunk_rows, accept_out)
 
 
 def reference_loss(

@@ -12,16 +12,29 @@ Metrics, as sums and counts so they add up across rows, ranks and log intervals:
                 accepts)
     cond_acc_s  share correct at step s among the starts correct up to step s-1
     est_accept_len = 1 + sum_s acc_s  (expected tokens per verification at k = ttt_steps)
+
+Step weighting (`weighting`):
+    uniform     every loss row of every step weighs the same (upstream 0.9.0)
+    acceptance  a row's step-s loss is weighted by the draft's own probability, detached, that its steps
+                0..s-1 from the same start are accepted: prod_{j<s} q_j(argmax p_j). Verification only
+                ever reads step s after steps 0..s-1 were accepted, and there the teacher-fed tokens are
+                exactly what the draft proposed; a start whose chain already failed feeds step s a context
+                drafting never sees. GRIFFIN's token-alignable training (Hu et al., arXiv 2502.11018) drops
+                such rows with a hard mask; this is its soft form, from the softmax the loss computes anyway.
+    The reported `loss_per_step` is the weighted objective's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from speculators_core.train.losses import LossKind, distill_loss
+
+StepWeighting = Literal["uniform", "acceptance"]
+STEP_WEIGHTINGS: tuple[str, ...] = ("uniform", "acceptance")
 
 
 @dataclass
@@ -124,12 +137,14 @@ def ttt_step(
     full_head: Any = None,
     compute_dtype: torch.dtype | None = None,
     denominators: list[int] | None = None,
+    weighting: StepWeighting = "uniform",
 ) -> tuple[torch.Tensor, MetricSums]:
     """Forward + loss for one micro-batch [B, T] (a packed row, or some of its documents as padded rows).
 
     `model` is what runs (maybe DDP/FSDP-wrapped), `draft` the bare model (vocab mapping). Step s's loss is
     the sum over its loss rows divided by `denominators[s]` (the packed row's count, so that the
     micro-batches of one row add up to the row's masked mean; default: this batch's own count).
+    `weighting` (module docstring) scales each row's step-s loss.
     Returns (loss to backpropagate, metric sums)."""
     device = batch.input_ids.device
     autocast = compute_dtype is not None and compute_dtype != torch.float32 and device.type == "cuda"
@@ -148,6 +163,8 @@ def ttt_step(
     flat_targets = targets.reshape(-1, vocab)
     chain_ok = torch.ones(width, length, dtype=torch.bool, device=device)  # valid so far
     chain_correct = torch.ones(width, length, dtype=torch.bool, device=device)
+    # acceptance weighting: prod_{j<s} q_j(argmax p_j) per draft start (rows t < n of step s)
+    prefix = torch.ones(width, length, device=device) if weighting == "acceptance" else None
     for s in range(ttt_steps):
         n = length - s
         logits = logits_steps[s]  # [B, T, V]; rows t < n are compared with target rows t + s
@@ -157,11 +174,16 @@ def ttt_step(
         if idx.numel():
             b, t = idx // n, idx % n
             weights = torch.full((idx.numel(),), step_decay**s / denom, device=device)
+            accept = None
+            if prefix is not None:
+                weights = weights * prefix.reshape(-1).index_select(0, idx)
+                accept = torch.empty(idx.numel(), device=device)
             step_loss = distill_loss(
                 logits.reshape(-1, vocab).index_select(0, b * length + t),
                 flat_targets.index_select(0, b * length + t + s),
                 weights,
                 loss,
+                accept_out=accept,
             )
             total = total + step_loss
             metrics.t[0, s] = step_loss.detach().double() / (step_decay**s if step_decay else 1.0)
@@ -179,5 +201,11 @@ def ttt_step(
             metrics.t[3, s] = chain_ok.sum()
             metrics.t[4, s] = now.sum()
             metrics.t[5, s] = before.sum()
+            if prefix is not None:
+                # A start whose step-s target is not a loss row has no chain past s (as chain_ok).
+                alive = torch.zeros(width * n, device=device)
+                if accept is not None:
+                    alive[idx] = accept
+                prefix = (prefix * alive.view(width, n))[:, : n - 1]
         logits_steps[s] = None  # free this step's logits once its loss and gradient are computed
     return total, metrics

@@ -439,6 +439,16 @@ def test_eagle_training_is_limited_to_its_format(kube_api, namespace, operator_c
 
 def test_eagle_training_with_its_defaults_is_accepted(kube_api, namespace, operator_crds):
     kube_api.create(_set(training_body("eagle-ok"), "spec.algorithm", "eagle"), namespace)
+    # trainLmHead false states what eagle does anyway: accepted
+    frozen = _set(training_body("eagle-frozen"), "spec.training", {"trainLmHead": False})
+    kube_api.create(_set(frozen, "spec.algorithm", "eagle"), namespace)
+
+
+def test_eagle_training_has_no_lm_head_to_train(kube_api, namespace, operator_crds):
+    body = _set(
+        _set(training_body("valid"), "spec.algorithm", "eagle"), "spec.training", {"trainLmHead": True}
+    )
+    _reject(kube_api, namespace, body, "borrows the verifier's lm_head and has none to train")
 
 
 def test_eagle_training_cannot_deploy(kube_api, namespace, operator_crds):

@@ -59,8 +59,10 @@ def test_defaults_live_in_the_schema():
         "warmupSteps": 0,
         "tttSteps": 3,
         "loss": "kl",
+        "stepWeighting": "acceptance",
         # numLayers and numSpeculativeTokens depend on the algorithm (1 and 3; dflash 5 and blockSize-1):
-        # a structural default cannot, so the operator resolves them (api.training.resolved_*).
+        # a structural default cannot, so the operator resolves them (api.training.resolved_*); so does
+        # trainLmHead (eagle3: trained, by the trainer's own default).
         "dflash": {
             "blockSize": 16,
             "maxAnchors": 512,

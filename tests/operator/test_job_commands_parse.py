@@ -61,6 +61,7 @@ TRAININGS: dict[str, dict[str, Any]] = {
         "output": {"hub": {"repo": "org/llama-eagle", "secretRef": {"name": "hf"}}},
     },
     "dflash-recipe": {"algorithm": "dflash"},
+    "upstream-recipe": {"training": {"stepWeighting": "uniform", "trainLmHead": False, "loss": "lk"}},
     "dflash-tuned": {
         "algorithm": "dflash",
         "training": {
@@ -182,3 +183,29 @@ def test_an_eagle3_trainings_step_hashes_do_not_move_with_the_new_defaults():
     fresh = training("llama")
     assert "numLayers" not in fresh["spec"]["training"]
     assert step_hashes(TrainingContext.of(stored, IMAGES)) == step_hashes(TrainingContext.of(fresh, IMAGES))
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("defaults", {"step_weighting": "acceptance", "train_lm_head": None, "loss": "kl"}),
+        ("upstream-recipe", {"step_weighting": "uniform", "train_lm_head": False, "loss": "lk"}),
+    ],
+)
+def test_the_training_recipe_reaches_the_trainer(case, expected):
+    """Unset trainLmHead leaves the trainer's per-algorithm default (eagle3: trained); the rest is set."""
+    ctx = TrainingContext.of(training("llama", **TRAININGS[case]), IMAGES)
+    job = step_job(ctx, "train", step_hashes(ctx)["train"])
+    train = _parse(_speculators_argv(_containers(_step_pod(job))[-1]))
+    assert {key: getattr(train, key) for key in expected} == expected
+
+
+def test_recipe_fields_hash_only_away_from_their_defaults():
+    """Objects stored before stepWeighting existed hash like fresh ones (the API server defaults the field
+    on read): an upgrade re-runs no finished training; choosing upstream's recipe re-trains."""
+    stored = training("llama")
+    fresh = training("llama", training={"stepWeighting": "acceptance"})
+    assert step_hashes(TrainingContext.of(stored, IMAGES)) == step_hashes(TrainingContext.of(fresh, IMAGES))
+    for change in ({"stepWeighting": "uniform"}, {"trainLmHead": False}, {"trainLmHead": True}):
+        other = step_hashes(TrainingContext.of(training("llama", training=change), IMAGES))
+        assert other["train"] != step_hashes(TrainingContext.of(stored, IMAGES))["train"], change

@@ -274,6 +274,8 @@ def test_single_gpu_train_job():
         "3",
         "--loss",
         "kl",
+        "--step-weighting",
+        "acceptance",
         "--draft-vocab-size",
         "32000",
         "--num-layers",

@@ -83,6 +83,94 @@ def test_fused_loss_matches_autograd(kind):
     assert torch.allclose(fused, ref, rtol=1e-5) and torch.allclose(g, logits.grad, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["kl", "ce", "lk"])
+def test_fused_loss_reports_the_drafts_probability_of_the_verifiers_top_token(kind):
+    torch.manual_seed(1)
+    logits = torch.randn(130, 50, requires_grad=True)
+    targets = torch.randn(130, 50) * 2
+    w = torch.rand(130)
+    accept = torch.full((130,), -1.0)
+    with_accept = distill_loss(logits, targets, w, kind, chunk_rows=32, accept_out=accept)
+    with_accept.backward()
+    g = logits.grad.clone()
+    logits.grad = None
+    plain = distill_loss(logits, targets, w, kind, chunk_rows=32)
+    plain.backward()
+    want = torch.softmax(logits.detach(), -1).gather(-1, targets.argmax(-1, keepdim=True)).squeeze(-1)
+    torch.testing.assert_close(accept, want)
+    assert torch.equal(with_accept, plain) and torch.equal(g, logits.grad)  # a side output only
+    with pytest.raises(ValueError, match="accept_out"):
+        distill_loss(logits, targets, w, kind, accept_out=torch.empty(3))
+
+
+class _FixedLogits(torch.nn.Module):
+    """Stand-in for a draft's TTT unroll: returns given per-step logits (the weighting is what is tested)."""
+
+    def __init__(self, steps: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.steps = [s.clone().requires_grad_(True) for s in steps]
+
+    def forward(self, input_ids, hidden, *, ttt_steps, document_ids):
+        from speculators_core.models.base import DraftOutput
+
+        return DraftOutput(logits=list(self.steps[:ttt_steps]), draft_ids=[])
+
+    def to_target_ids(self, ids):
+        return ids
+
+
+def test_acceptance_weighting_weighs_each_step_by_its_accepted_prefix():
+    """Step s of the draft started at row t weighs prod_{j<s} q_j(argmax p_{t+j}); a start whose chain
+    crosses a non-loss row (a user turn) or the next document stops counting there."""
+    from speculators_core.train.ttt import Batch, ttt_step
+
+    torch.manual_seed(2)
+    length, vocab, steps = 12, 7, 3
+    target_logits = torch.randn(1, length, vocab) * 2
+    draft_logits = [torch.randn(1, length, vocab) for _ in range(steps)]
+    mask = torch.ones(1, length, dtype=torch.bool)
+    mask[0, 5] = False  # a non-assistant token inside the first document
+    docs = torch.tensor([[0] * 9 + [1] * 3])
+    batch = Batch(
+        input_ids=torch.zeros(1, length, dtype=torch.long),
+        hidden=torch.zeros(1, length, 4),
+        last=torch.zeros(1, length, 4),
+        loss_mask=mask,
+        document_ids=docs,
+    )
+
+    def head(_last):
+        return target_logits
+
+    def run(weighting):
+        model = _FixedLogits(draft_logits)
+        loss, _ = ttt_step(model, model, head, batch, ttt_steps=steps, weighting=weighting)
+        loss.backward()
+        return loss, [s.grad[0] for s in model.steps]
+
+    loss, grads = run("acceptance")
+    top = target_logits[0].argmax(-1)
+    p = torch.softmax(target_logits[0], -1)
+    expected = torch.zeros(())
+    prefix = torch.ones(length)
+    for s in range(steps):
+        n = length - s
+        valid = mask[0, s:] & (docs[0, s:] == docs[0, :n])
+        q = torch.softmax(draft_logits[s][0, :n], -1)
+        kl = (p[s:] * (p[s:].log() - q.log())).sum(-1)
+        expected = expected + (prefix[:n] * kl * valid).sum() / valid.sum()
+        if s > 0:
+            # loss rows of step s whose chain ended at an earlier step get no gradient there
+            dead = ((prefix == 0) & valid).nonzero().squeeze(1)
+            assert dead.numel() and grads[s][dead].abs().sum() == 0
+            assert grads[s][:n][(prefix > 0) & valid].abs().sum() > 0
+        alpha = q.gather(-1, top[s:, None]).squeeze(-1)
+        prefix = (prefix[:n] * alpha * valid)[: n - 1]
+    torch.testing.assert_close(loss, expected)
+    uniform, _ = run("uniform")
+    assert uniform > loss  # every later-step row at full weight
+
+
 def test_vocab_mapping_follows_upstreams_rule():
     freq = np.array([5, 0, 9, 9, 1, 0, 0, 3])
     d2t, t2d = build_vocab_mapping(freq, 4)
@@ -264,6 +352,29 @@ def test_hidden_states_of_another_verifier_are_refused(stack, prepared, hidden_s
     args = train_args(stack, prepared, hidden_states, tmp_path)
     args[args.index("--verifier") + 1] = other
     cli(*args, expect=ExitCode.INCOMPATIBLE)
+
+
+def test_eagle3_trains_its_lm_head_unless_told_to_keep_the_verifiers(
+    stack, prepared, hidden_states, tmp_path
+):
+    from speculators_core.models import load_verifier_tensors
+
+    verifier_head = load_verifier_tensors(stack.verifier, ["lm_head"])["lm_head"]
+    rows = {}
+    for name, extra in (("default", ()), ("frozen", ("--no-train-lm-head",))):
+        cli(*train_args(stack, prepared, hidden_states, tmp_path / name, *extra))
+        draft = weights(tmp_path / name / "model")
+        rows[name] = (draft["lm_head.weight"], verifier_head[draft["t2d"].bool()])
+    trained, start = rows["default"]
+    assert (trained - start).abs().max() > 1e-4  # EAGLE-3's recipe: the draft's own head learns
+    frozen, start = rows["frozen"]
+    assert torch.equal(frozen, start.to(frozen.dtype))  # upstream's: the verifier's rows, untouched
+    # EAGLE-1/HASS stores no lm_head: asking to train one is refused, naming the flag.
+    proc = cli_subprocess(
+        *train_args(stack, prepared, hidden_states, tmp_path / "eagle", "--algorithm", "eagle"),
+        "--train-lm-head",
+    )
+    assert proc.returncode == ExitCode.USAGE and "--train-lm-head" in proc.stderr
 
 
 def test_bad_flags_are_usage_errors(stack, prepared, hidden_states, tmp_path):

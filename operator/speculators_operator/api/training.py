@@ -155,8 +155,26 @@ class TrainingParams(K8sModel):
     ttt_steps: int = Field(
         default=3, description="Train-time-test depth (draft steps unrolled in training).", ge=1, le=16
     )
-    loss: Literal["kl", "ce"] = Field(
-        default="kl", description="kl: distil the verifier's distribution; ce: its tokens."
+    loss: Literal["kl", "ce", "lk"] = Field(
+        default="kl",
+        description="kl: distil the verifier's distribution; ce: its tokens; lk: KL blended into the "
+        "acceptance rate as it grows (hybrid LK loss).",
+    )
+    step_weighting: Literal["acceptance", "uniform"] = Field(
+        default="acceptance",
+        description=(
+            "eagle3/eagle: acceptance weighs a draft start's loss at TTT step s by the draft's own "
+            "probability that its steps before s are accepted (verification only reads step s then); "
+            "uniform weighs every step alike (upstream speculators' recipe)."
+        ),
+    )
+    train_lm_head: bool | None = Field(
+        default=None,
+        description=(
+            "Train the draft's lm_head (default: true for eagle3, whose format stores it, as EAGLE-3's own "
+            "recipe; false keeps the verifier's rows, upstream speculators' recipe). algorithm eagle "
+            "borrows the verifier's lm_head and cannot train one."
+        ),
     )
     draft_vocab_size: int | None = Field(
         default=None,
@@ -395,6 +413,14 @@ EAGLE_SHAPE_RULE = rule(
 )
 
 
+EAGLE_HEAD_RULE = rule(
+    "self.algorithm != 'eagle' || !has(self.training.trainLmHead) || !self.training.trainLmHead",
+    "algorithm eagle (EAGLE-1/HASS) borrows the verifier's lm_head and has none to train: remove "
+    "training.trainLmHead or use algorithm eagle3",
+    field_path=".training.trainLmHead",
+)
+
+
 DFLASH_K_RULE = rule(
     "self.algorithm != 'dflash' || !has(self.training.numSpeculativeTokens) || "
     "self.training.numSpeculativeTokens < self.training.dflash.blockSize",
@@ -471,6 +497,7 @@ class SpeculatorTrainingSpec(TrainingTemplateSpec):
 
     __cel__ = (
         EAGLE_SHAPE_RULE,
+        EAGLE_HEAD_RULE,
         DFLASH_K_RULE,
         rule(
             "self.algorithm != 'eagle' || !has(self.deploy)",

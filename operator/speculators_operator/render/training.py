@@ -103,6 +103,10 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
     training.update(numLayers=resolved_num_layers(spec), numSpeculativeTokens=resolved_k(spec))
     if spec.algorithm != "dflash":
         training.pop("dflash", None)
+    # Recipe fields added later are hashed only when set away from their defaults: an upgrade does not
+    # re-run a finished training (whose draft keeps the recipe it was trained with).
+    if training.get("stepWeighting") == "acceptance":
+        training.pop("stepWeighting")
     hashes["train"] = r.spec_hash({"after": previous, "algorithm": spec.algorithm, "training": training})
     hashes["eval"] = r.spec_hash(
         {
@@ -331,7 +335,11 @@ def _train_args(ctx: TrainingContext, verifier: str) -> list[str]:
         str(t.ttt_steps),
         "--loss",
         t.loss,
+        "--step-weighting",
+        t.step_weighting,
     ]
+    if t.train_lm_head is not None:
+        args.append("--train-lm-head" if t.train_lm_head else "--no-train-lm-head")
     if t.draft_vocab_size is not None:
         args += ["--draft-vocab-size", str(t.draft_vocab_size)]
     spec = ctx.spec
