@@ -9,6 +9,8 @@ Also an EAGLE-1/HASS-format draft from our trainer (`--algorithm eagle`, first s
 drafts from both trainers (ours `--algorithm dflash`, upstream's `--speculator-type dflash`: same data, block,
 layers, anchors, mask token and budget; upstream's own DFlash loss defaults, ours mirror them), evaluated
 with a block per verifier step at k = block - 1. `ratios` are ours over upstream's mean acceptance length.
+Ours runs `speculators train`'s defaults (EAGLE-3: acceptance step weighting, trained lm_head); `--ablate`
+adds our trainer with upstream's recipe (`--step-weighting uniform --no-train-lm-head`) per seed.
 
     .venv/bin/python benchmarks/quality.py [--epochs 3] [--seeds 42,43] [--threads 1]
 """
