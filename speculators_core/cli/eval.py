@@ -7,7 +7,7 @@ import argparse
 from speculators_core.cli.common import ExitCode, Progress, emit_json_line, write_summary
 
 NAME = "eval"
-HELP = "offline speculative decoding (greedy verification): acceptance length, per-position rates, speed-up"
+HELP = "offline speculative decoding (greedy or sampled verification): acceptance length, per-position rates"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fixed evaluation prompts (JSONL): read if the file exists (--data is then unused), "
         "else built from --data and saved there",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 (default): greedy verification; > 0: sampled at this temperature with vLLM's rejection "
+        "sampling of greedy drafts (what a draft gets when served at that temperature)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the sampling's random draws (--temperature > 0)")
     parser.add_argument("--summary-path", metavar="F", help="write the summary JSON here")
 
 
@@ -73,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 revision=args.revision,
                 prompt_set=args.prompt_set,
+                temperature=args.temperature,
+                seed=args.seed,
             ),
             on_progress=lambda n, fields: progress.update(n, **fields),
         )

@@ -40,6 +40,8 @@ class EvalConfig:
     device: str | None = None
     revision: str | None = None
     prompt_set: str | None = None  # JSONL prompt set: read if it exists, else built from `data` and written
+    temperature: float = 0.0  # 0: greedy verification; > 0: vLLM's rejection sampling of greedy drafts
+    seed: int = 0  # the sampling's draws (temperature > 0)
 
 
 def speculative_tokens(k: int | None, max_k: int | None, default_k: int) -> tuple[int, int]:
@@ -105,6 +107,8 @@ def run_eval(cfg: EvalConfig, *, verifier_model: Any = None, on_progress: Any = 
 
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise InputError(f"--max-samples must be >= 1, got {cfg.max_samples}")
+    if not 0.0 <= cfg.temperature <= 10.0:
+        raise InputError(f"--temperature must be in [0, 10] (0: greedy), got {cfg.temperature}")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     # Draft, flags and prompts before the verifier's weights: usage errors fail before the expensive load.
@@ -139,13 +143,16 @@ def run_eval(cfg: EvalConfig, *, verifier_model: Any = None, on_progress: Any = 
     # i); EAGLE-1/HASS drafts the verifier's normed last state (as in vLLM).
     features = VerifierFeatures(model, layer_ids, normed_last=dc.speculators_model_type == "eagle")
     eos = [t for t in {tok.eos_token_id, *(_generation_eos(model))} if t is not None]
-    decoder = SpecDecoder(model, draft, features, k=max_k, eos_ids=eos)
+    decoder = SpecDecoder(
+        model, draft, features, k=max_k, eos_ids=eos, temperature=cfg.temperature, seed=cfg.seed
+    )
     stats = evaluate(decoder, prompts, cfg.max_new_tokens, on_progress=on_progress, report_k=k)
     ratio = cfg.draft_cost_ratio
     if ratio is None:
         ratio = per_token_flops_draft(draft) / per_token_flops_verifier(vc)
     parallel = block_limit is not None
-    return summarize(stats, k, ratio, draft=cfg.draft, prompts=prompts, created=created, parallel=parallel)
+    summary = summarize(stats, k, ratio, draft=cfg.draft, prompts=prompts, created=created, parallel=parallel)
+    return {**summary, "temperature": cfg.temperature}
 
 
 def _generation_eos(model: Any) -> list[int]:

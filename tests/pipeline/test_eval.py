@@ -22,7 +22,7 @@ from speculators_core.eval.prompts import (
     write_prompt_set,
 )
 from speculators_core.eval.run import summarize
-from speculators_core.eval.simulate import AcceptanceStats, SpecDecoder
+from speculators_core.eval.simulate import AcceptanceStats, SpecDecoder, verify_sampled
 
 from .conftest import REPO, cli, read_json
 
@@ -73,6 +73,56 @@ def test_speculative_decoding_is_lossless(stack, prepared, drafts):
     rates = stats.per_pos_rates
     assert all(a >= b for a, b in itertools.pairwise(rates))
     assert stats.mean_accept_len == pytest.approx(1 + sum(rates))
+
+
+def test_rejection_sampling_of_greedy_drafts_keeps_the_verifiers_distribution():
+    """vLLM's rule for drafts without probabilities: the first emitted token is distributed as p_T whatever
+    the draft proposes, and draft i is accepted with probability p_T(d_i) once its predecessors were."""
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.6, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    drafts = [1, 1]  # the first draft is not the verifier's top token
+    generator = torch.Generator().manual_seed(0)
+    trials = 40000
+    first = torch.zeros(4)
+    accepted = [0, 0]
+    for _ in range(trials):
+        a, token = verify_sampled(probs, drafts, generator)
+        first[drafts[0] if a > 0 else token] += 1
+        for i in range(a):
+            accepted[i] += 1
+        if a < len(drafts):
+            assert token != drafts[a]  # the rejected draft is never the recovered token
+    assert (first / trials - probs[0]).abs().max() < 0.01
+    assert accepted[0] / trials == pytest.approx(0.3, abs=0.01)
+    assert accepted[1] / accepted[0] == pytest.approx(0.6, abs=0.015)
+
+
+def test_sampled_eval_at_a_vanishing_temperature_is_the_greedy_eval(stack, prepared, drafts, tmp_path):
+    def run(name, *extra):
+        cli(
+            *("eval", "--verifier", stack.verifier, "--draft", drafts["trained"], "--data", prepared),
+            *(
+                "--max-samples",
+                8,
+                "--max-new-tokens",
+                32,
+                "--summary-path",
+                tmp_path / f"{name}.json",
+                *extra,
+            ),
+        )
+        return read_json(tmp_path / f"{name}.json")
+
+    greedy, cold = run("greedy"), run("cold", "--temperature", "1e-4")
+    assert cold["temperature"] == 1e-4 and greedy["temperature"] == 0.0
+    assert cold["per_pos"] == greedy["per_pos"] and cold["drafts"] == greedy["drafts"]
+    hot, again, other = (
+        run("hot", "--temperature", 1),
+        run("again", "--temperature", 1),
+        run("other", "--temperature", 1, "--seed", 1),
+    )
+    assert hot["per_pos"] == again["per_pos"]  # seeded
+    assert hot["per_pos"] != other["per_pos"]
+    assert hot["mean_accept_len"] < greedy["mean_accept_len"]  # a sampled verifier agrees less often
 
 
 def test_eval_summary_and_trained_beats_untrained(stack, prepared, drafts, tmp_path):
