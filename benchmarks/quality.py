@@ -12,7 +12,7 @@ with a block per verifier step at k = block - 1. `ratios` are ours over upstream
 Ours runs `speculators train`'s defaults (EAGLE-3: acceptance step weighting, trained lm_head); `--ablate`
 adds our trainer with upstream's recipe (`--step-weighting uniform --no-train-lm-head`) per seed.
 
-    .venv/bin/python benchmarks/quality.py [--epochs 3] [--seeds 42,43] [--threads 1]
+    .venv/bin/python benchmarks/quality.py [--epochs 3] [--seeds 42,43] [--threads 1] [--temperature 0]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def evaluate(
         *("eval", "--verifier", st.verifier, "--draft", draft, "--data", prompts),
         *("--num-speculative-tokens", k or args.k, "--max-samples", args.eval_samples),
         *("--max-new-tokens", args.max_new_tokens, "--summary-path", out),
+        *("--temperature", args.temperature),
         threads=args.threads,
     )
     e = summary_of(out)
@@ -66,6 +67,12 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=240)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="evaluation temperature: 0 greedy verification (default); > 0 vLLM's sampled verification",
+    )
     ap.add_argument(
         "--ours-args",
         default="",
@@ -90,7 +97,7 @@ def main() -> None:
     st = stack()
     prepared, hs = prepare_and_datagen(st, max_length=args.max_length, threads=t)
     meta = summary_of(prepared / "meta.json")
-    out = WORK / "quality"
+    out = WORK / ("quality" if not args.temperature else f"quality-T{args.temperature:g}")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     # Fresh conversations (another seed of the corpus): prompts no training sample contains.
@@ -253,6 +260,7 @@ def main() -> None:
     record = {
         "benchmark": "quality",
         "k": args.k,
+        "temperature": args.temperature,
         "mean_accept_len": {**mean, "untrained": base["mean_accept_len"]},
         "ratios": ratios,
         "dflash": {
