@@ -200,6 +200,19 @@ def test_the_training_recipe_reaches_the_trainer(case, expected):
     assert {key: getattr(train, key) for key in expected} == expected
 
 
+def test_the_evaluation_runs_at_the_serving_temperature():
+    """evaluation.temperature reaches `speculators eval`; at its default 0 (greedy) it is neither passed nor
+    hashed, so greedy evaluations keep their hash, and choosing a temperature re-evaluates only."""
+    greedy = TrainingContext.of(training("llama"), IMAGES)
+    sampled = TrainingContext.of(training("llama", evaluation={"temperature": 0.7}), IMAGES)
+    for ctx, want in ((greedy, 0.0), (sampled, 0.7)):
+        job = step_job(ctx, "eval", step_hashes(ctx)["eval"])
+        assert _parse(_speculators_argv(_containers(_step_pod(job))[-1])).temperature == want
+    a, b = step_hashes(greedy), step_hashes(sampled)
+    assert a["train"] == b["train"] and a["eval"] != b["eval"]
+    assert step_hashes(TrainingContext.of(training("llama", evaluation={"temperature": 0}), IMAGES)) == a
+
+
 def test_recipe_fields_hash_only_away_from_their_defaults():
     """Objects stored before stepWeighting existed hash like fresh ones (the API server defaults the field
     on read): an upgrade re-runs no finished training; choosing upstream's recipe re-trains."""

@@ -25,6 +25,7 @@ TRAIN_SUMMARY = {
 EVAL_SUMMARY = {
     "step": "eval",
     "k": 3,
+    "temperature": 0.7,
     "mean_accept_len": 2.7,
     "per_pos": [0.8, 0.6, 0.45],
     "speedup": 2.1,
@@ -150,6 +151,7 @@ def test_steps_advance_and_results_are_copied():
         "meanAcceptanceLength": 2.7,
         "expectedSpeedup": 2.1,
         "samples": 200,
+        "temperature": 0.7,  # what the numbers were measured at
     }
     assert st["progress"]["percent"] == 100
     ready = _cond(plan, "Ready")

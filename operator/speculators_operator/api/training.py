@@ -266,6 +266,16 @@ class EvaluationSpec(K8sModel):
             )
         ),
     )
+    temperature: float = Field(
+        default=0.0,
+        description=(
+            "0: greedy verification. Above 0: verification samples at this temperature as vLLM does for "
+            "drafts it proposes greedily (its default); set it to the serving temperature so the evaluation "
+            "and the promotion gate measure what the served draft will get."
+        ),
+        ge=0,
+        le=10,
+    )
     resources: ResourceRequirements | None = Field(
         default=None, description="Resources of the eval Job (default: limits nvidia.com/gpu = 1)."
     )
@@ -581,6 +591,9 @@ class EvaluationStatus(K8sModel):
         default=None, description="Hash of the prompts evaluated (equal hashes: comparable numbers)."
     )
     samples: int | None = Field(default=None, description="Prompts evaluated.")
+    temperature: float | None = Field(
+        default=None, description="Verification temperature of the evaluation (0: greedy)."
+    )
 
 
 class ServingMeasure(K8sModel):

@@ -108,15 +108,16 @@ def step_hashes(ctx: TrainingContext) -> dict[str, str]:
     if training.get("stepWeighting") == "acceptance":
         training.pop("stepWeighting")
     hashes["train"] = r.spec_hash({"after": previous, "algorithm": spec.algorithm, "training": training})
-    hashes["eval"] = r.spec_hash(
-        {
-            "after": hashes["train"],
-            "maxSamples": spec.evaluation.max_samples,
-            "k": resolved_k(spec),
-            "maxK": eval_max_k(spec),
-            "promptSet": prompt_set_path(ctx),
-        }
-    )
+    evaluation: dict[str, Any] = {
+        "after": hashes["train"],
+        "maxSamples": spec.evaluation.max_samples,
+        "k": resolved_k(spec),
+        "maxK": eval_max_k(spec),
+        "promptSet": prompt_set_path(ctx),
+    }
+    if spec.evaluation.temperature:  # hashed only when set: greedy evaluations keep their hash
+        evaluation["temperature"] = spec.evaluation.temperature
+    hashes["eval"] = r.spec_hash(evaluation)
     if spec.output.s3 or spec.output.hub:
         targets = {
             "s3": spec.output.s3.uri if spec.output.s3 else None,
@@ -435,6 +436,8 @@ def _eval(ctx: TrainingContext, parts: r.PodParts, verifier: str) -> list[dict[s
         "--summary-path",
         c.TERMINATION_LOG,
     ]
+    if spec.evaluation.temperature > 0:
+        args += ["--temperature", _num(spec.evaluation.temperature)]
     return [
         ctx.cli_container(
             "eval",

@@ -412,6 +412,8 @@ def _evaluation(obs: JobObservation) -> dict[str, Any] | None:
         out["promptSet"] = prompt_set["sha256"][:64]
     if isinstance(s.get("samples"), int):
         out["samples"] = s["samples"]
+    if _f(s.get("temperature")) is not None:
+        out["temperature"] = _f(s.get("temperature"))
     return out
 
 
