@@ -103,8 +103,17 @@ class DFlashDecoderLayer(nn.Module):
         masks: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         mask = masks[1] if self.self_attn.sliding else masks[0]
-        block = block + self.self_attn(self.input_layernorm(block), context, cos, sin, mask)
-        return block + self.mlp(self.post_attention_layernorm(block))
+        block = block + self._attend(self.input_layernorm(block), context, cos, sin, mask)
+        return block + self._feed_forward(self.post_attention_layernorm(block))
+
+    # The sublayers, as hooks: DFlash2 wraps each in its local convolutions.
+    def _attend(
+        self, x: torch.Tensor, context: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.self_attn(x, context, cos, sin, mask)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
 
 
 def block_mask(

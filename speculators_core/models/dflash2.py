@@ -117,19 +117,15 @@ class DFlash2DecoderLayer(DFlashDecoderLayer):
         self.attention_conv.reset_parameters()
         self.mlp_conv.reset_parameters()
 
-    def forward(
-        self,
-        block: torch.Tensor,
-        context: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        masks: tuple[torch.Tensor, torch.Tensor],
+    def _attend(
+        self, x: torch.Tensor, context: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        mask = masks[1] if self.self_attn.sliding else masks[0]
-        x, kernel = self.attention_conv.prepare(self.input_layernorm(block))
-        block = block + self.attention_conv.finish(self.self_attn(x, context, cos, sin, mask), kernel)
-        x, kernel = self.mlp_conv.prepare(self.post_attention_layernorm(block))
-        return block + self.mlp_conv.finish(self.mlp(x), kernel)
+        x, kernel = self.attention_conv.prepare(x)
+        return self.attention_conv.finish(self.self_attn(x, context, cos, sin, mask), kernel)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, kernel = self.mlp_conv.prepare(x)
+        return self.mlp_conv.finish(self.mlp(x), kernel)
 
 
 class CandidateSelector(nn.Module):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dflash_case import ANCHORS, AUX, LAYER, MASK, block_logits, inputs
 from safetensors.torch import load_file, save_file
 from spec_builders import HIDDEN, VOCAB, make_verifier
 
@@ -18,49 +19,10 @@ from speculators_core.models import DFlash2DraftModel, build_dflash2_config, loa
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
-T = 40
-AUX = [1, 4, 7]
-MASK = VOCAB - 1
-LAYER = dict(
-    vocab_size=VOCAB,
-    hidden_size=HIDDEN,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-6,
-)
-ANCHORS = [2, 9, 17, 21, 23]  # all in the first document (ends at 26); 21 and 23 run into the second
-
 
 @pytest.fixture(scope="module")
 def verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_verifier(tmp_path_factory.mktemp("dflash2") / "verifier", arch="qwen3")
-
-
-def _inputs(path: Path) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    data = {
-        "input_ids": torch.randint(0, VOCAB - 1, (1, T), generator=g),
-        "hidden_states": torch.randn(1, T, len(AUX) * HIDDEN, generator=g),
-        "document_ids": torch.tensor([[0] * 26 + [1] * 14]),  # two packed documents
-        "anchors": torch.tensor(ANCHORS),
-    }
-    save_file(data, str(path))
-    return data
-
-
-def _block_logits(model: DFlash2DraftModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(
-            data["input_ids"],
-            data["hidden_states"],
-            data["anchors"][None],
-            document_ids=data["document_ids"],
-            position_ids=torch.arange(T)[None],  # upstream's positions: the packed row's index
-        )
 
 
 def _drafts(model: DFlash2DraftModel, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +58,7 @@ def _assert_same_drafts(model: DFlash2DraftModel, data: dict[str, torch.Tensor],
 def test_upstream_checkpoint_loads_in_ours(
     run_snippet, verifier: Path, tmp_path: Path, variant: dict
 ) -> None:
-    data = _inputs(tmp_path / "in.safetensors")
+    data = inputs(tmp_path / "in.safetensors")
     result = run_snippet(
         "upstream_dflash2",
         {
@@ -128,7 +90,7 @@ def test_upstream_checkpoint_loads_in_ours(
     ours = load_draft_model(tmp_path / "upstream", verifier=verifier)
     assert isinstance(ours, DFlash2DraftModel)
     theirs = load_file(tmp_path / "theirs.safetensors")
-    torch.testing.assert_close(_block_logits(ours, data), theirs["logits"])
+    torch.testing.assert_close(block_logits(ours, data), theirs["logits"])
     _assert_same_drafts(ours, data, theirs)
 
 
@@ -166,7 +128,7 @@ def test_our_checkpoint_loads_in_upstream(
 ) -> None:
     model = _our_model(verifier, sample_from_anchor=sample_from_anchor)
     model.save_pretrained(tmp_path / "ours")
-    data = _inputs(tmp_path / "in.safetensors")
+    data = inputs(tmp_path / "in.safetensors")
     result = run_snippet(
         "upstream_dflash2",
         {
@@ -179,7 +141,7 @@ def test_our_checkpoint_loads_in_upstream(
     )
     assert result["speculative_tokens"] == (8 if sample_from_anchor else 7)
     theirs = load_file(tmp_path / "theirs.safetensors")
-    torch.testing.assert_close(theirs["logits"], _block_logits(model, data))
+    torch.testing.assert_close(theirs["logits"], block_logits(model, data))
     _assert_same_drafts(model, data, theirs)
 
 
@@ -217,7 +179,7 @@ def test_vllm_inference_code_drafts_what_we_draft(run_snippet, verifier: Path, t
     block states give our proposal's tokens and draft logits, and our convolutions' outputs."""
     model = _our_model(verifier, seed=4)
     model.save_pretrained(tmp_path / "ours")
-    data = _inputs(tmp_path / "unused.safetensors")
+    data = inputs(tmp_path / "unused.safetensors")
     states: list[torch.Tensor] = []
     hook = model.norm.register_forward_hook(lambda _m, _a, out: states.append(out[0, 1:].detach().clone()))
     tokens, logits = _drafts(model, data)

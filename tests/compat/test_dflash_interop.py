@@ -10,56 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from dflash_case import AUX, LAYER, MASK, block_logits, inputs
 from safetensors.torch import load_file, save_file
-from spec_builders import HIDDEN, VOCAB, make_verifier
+from spec_builders import VOCAB, make_verifier
 
 from speculators_core.format import DFlashConfig, load_config
 from speculators_core.models import DFlashDraftModel, build_dflash_config, load_draft_model
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
-T = 40
-AUX = [1, 4, 7]
-MASK = VOCAB - 1
-LAYER = dict(
-    vocab_size=VOCAB,
-    hidden_size=HIDDEN,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-6,
-)
-
 
 @pytest.fixture(scope="module")
 def verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_verifier(tmp_path_factory.mktemp("dflash") / "verifier", arch="qwen3")
-
-
-def _inputs(path: Path) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    data = {
-        "input_ids": torch.randint(0, VOCAB - 1, (1, T), generator=g),
-        "hidden_states": torch.randn(1, T, len(AUX) * HIDDEN, generator=g),
-        "document_ids": torch.tensor([[0] * 26 + [1] * 14]),  # two packed documents
-        "anchors": torch.tensor([2, 9, 17, 21, 23]),  # blocks that run into the second document
-    }
-    save_file(data, str(path))
-    return data
-
-
-def _ours(model: DFlashDraftModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(
-            data["input_ids"],
-            data["hidden_states"],
-            data["anchors"][None],
-            document_ids=data["document_ids"],
-            position_ids=torch.arange(T)[None],  # upstream's positions: the packed row's index
-        )
 
 
 @pytest.mark.parametrize(
@@ -70,10 +33,10 @@ def _ours(model: DFlashDraftModel, data: dict[str, torch.Tensor]) -> torch.Tenso
     ],
     ids=["full-vocab-block8", "draft-vocab-block16-sliding"],
 )
-def test_upstream_checkpoint_loads_in_ours(
+def test_upstream_checkpoint_loads_inblock_logits(
     run_snippet, verifier: Path, tmp_path: Path, variant: dict
 ) -> None:
-    data = _inputs(tmp_path / "in.safetensors")
+    data = inputs(tmp_path / "in.safetensors")
     result = run_snippet(
         "upstream_dflash",
         {
@@ -99,7 +62,7 @@ def test_upstream_checkpoint_loads_in_ours(
         k: original[k] for k in ("dtype", "auto_map") if k in original
     }
     ours = load_draft_model(tmp_path / "upstream", verifier=verifier)
-    torch.testing.assert_close(_ours(ours, data), load_file(tmp_path / "theirs.safetensors")["logits"])
+    torch.testing.assert_close(block_logits(ours, data), load_file(tmp_path / "theirs.safetensors")["logits"])
 
 
 @pytest.mark.parametrize("draft_vocab_size", [None, 128], ids=["full-vocab", "draft-vocab"])
@@ -128,7 +91,7 @@ def test_our_checkpoint_loads_in_upstream(
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)  # away from 1, so a norm in the wrong place shows
     model.save_pretrained(tmp_path / "ours")
-    data = _inputs(tmp_path / "in.safetensors")
+    data = inputs(tmp_path / "in.safetensors")
     result = run_snippet(
         "upstream_dflash",
         {
@@ -140,7 +103,9 @@ def test_our_checkpoint_loads_in_upstream(
         },
     )
     assert result["speculative_tokens"] == 7
-    torch.testing.assert_close(load_file(tmp_path / "theirs.safetensors")["logits"], _ours(model, data))
+    torch.testing.assert_close(
+        load_file(tmp_path / "theirs.safetensors")["logits"], block_logits(model, data)
+    )
 
 
 def test_vllm_parses_ours_as_dflash(run_snippet, verifier: Path, tmp_path: Path) -> None:
@@ -215,15 +180,15 @@ def test_a_zlab_checkpoint_converts_as_upstream_converts_it(
     source_model.eval()
     from speculators_core.convert import convert_checkpoint
 
-    data = _inputs(tmp_path / "in.safetensors")
-    expected = _ours(source_model, data)
+    data = inputs(tmp_path / "in.safetensors")
+    expected = block_logits(source_model, data)
     for fused in (False, True):
         zlab = write_zlab(tmp_path / f"zlab-{fused}", source_model, fused_qkv=fused)
         report = convert_checkpoint(zlab, verifier, "dflash", tmp_path / f"ours-{fused}", validate=True)
         assert report.validation and report.validation["ok"] and report.variant == "z-lab"
         ours = load_draft_model(tmp_path / f"ours-{fused}", verifier=verifier)
         assert ours.config.aux_hidden_state_layer_ids == AUX and ours.config.speculative_tokens == 7
-        torch.testing.assert_close(_ours(ours, data), expected)
+        torch.testing.assert_close(block_logits(ours, data), expected)
     run_snippet(
         "upstream_convert_dflash",
         {
@@ -233,7 +198,7 @@ def test_a_zlab_checkpoint_converts_as_upstream_converts_it(
         },
     )
     theirs = load_draft_model(tmp_path / "theirs", verifier=verifier)
-    torch.testing.assert_close(_ours(theirs, data), expected)
+    torch.testing.assert_close(block_logits(theirs, data), expected)
     mine, upstream = load_config(tmp_path / "ours-False"), load_config(tmp_path / "theirs")
     for key in (
         "block_size",
